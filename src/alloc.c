@@ -1,0 +1,168 @@
+/* alloc.c — the public allocation API (ftm_malloc ... ftm_usable_size) and,
+ * in FTMEM_OVERRIDE builds, the standard malloc family exported as aliases
+ * of it (aliases must sit in the defining translation unit).  The fast
+ * paths are inline in internal.h; everything here is argument checking and
+ * dispatch.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static inline bool ftm__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+FTM_API void *ftm_malloc(size_t size) {
+  ftm__heap *heap = ftm__heap_get();
+  if (ftm_likely(size <= FTM_SMALL_MAX)) return ftm__malloc_small(heap, size);
+  return ftm__malloc_generic(heap, size, 0);
+}
+
+FTM_API void ftm_free(void *p) { ftm__free_fast(p); }
+
+FTM_API void ftm_free_sized(void *p, size_t size) {
+#if defined(FTMEM_DEBUG)
+  if (p != NULL && size > ftm_usable_size(p))
+    ftm__fatal("ftmem: free_sized(): size %zu larger than block %p\n", size, p);
+#else
+  (void)size;
+#endif
+  ftm__free_fast(p);
+}
+
+FTM_API void *ftm_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *p = ftm_malloc(total);
+  if (p == NULL) return NULL;
+  ftm__pool *pool = ftm__pagemap_lookup(p);
+  /* a large block just mapped is zero already; don't touch its pages */
+  if (pool->kind == FTM_POOL_LARGE && pool->cached_at == 0) return p;
+  memset(p, 0, total);
+  return p;
+}
+
+FTM_API void *ftm_realloc(void *p, size_t size) {
+  if (p == NULL) return ftm_malloc(size);
+  if (size == 0) { /* as glibc: free and return NULL */
+    ftm_free(p);
+    return NULL;
+  }
+  ftm__pool *pool = ftm__pagemap_lookup(p);
+  if (pool == NULL) ftm__invalid_free(p, "realloc");
+  size_t usable;
+  if (pool->kind == FTM_POOL_LARGE) {
+    if (size > FTM_MEDIUM_MAX) {
+      void *r = ftm__large_realloc(pool, p, size);
+      if (r != NULL) return r;
+    }
+    usable = ftm__large_usable(pool, p);
+  } else {
+    if (!ftm__pool_is_block(pool, p)) ftm__invalid_free(p, "realloc");
+    usable = pool->block_size;
+    /* fits, and would not fit a class less than half the size */
+    if (size <= usable && size > usable / 2) return p;
+  }
+  void *q = ftm_malloc(size);
+  if (q == NULL) return NULL; /* errno set; p stays valid */
+  memcpy(q, p, size < usable ? size : usable);
+  ftm_free(p);
+  return q;
+}
+
+FTM_API void *ftm_reallocarray(void *p, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return ftm_realloc(p, total);
+}
+
+FTM_API void *ftm_aligned_alloc(size_t alignment, size_t size) {
+  if (!ftm__is_pow2(alignment)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (alignment <= FTM_MIN_ALIGN) return ftm_malloc(size);
+  return ftm__malloc_generic(ftm__heap_get(), size, alignment);
+}
+
+FTM_API int ftm_posix_memalign(void **out, size_t alignment, size_t size) {
+  if (!ftm__is_pow2(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
+  int saved = errno;
+  void *p = ftm_aligned_alloc(alignment, size);
+  if (p == NULL) {
+    errno = saved; /* posix_memalign reports through its result */
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+FTM_API size_t ftm_usable_size(const void *p) {
+  if (p == NULL) return 0;
+  ftm__pool *pool = ftm__pagemap_lookup(p);
+  if (pool == NULL) ftm__invalid_free(p, "malloc_usable_size");
+  if (pool->kind == FTM_POOL_LARGE) return ftm__large_usable(pool, p);
+  if (!ftm__pool_is_block(pool, p)) ftm__invalid_free(p, "malloc_usable_size");
+  return pool->block_size;
+}
+
+FTM_API size_t ftm_good_size(size_t size) {
+  if (size <= FTM_MEDIUM_MAX) return ftm__class_size[ftm__size_class(size)];
+  if (size > (SIZE_MAX >> 2)) return size;
+  return ((size + FTM_LARGE_HEADER + FTM_SLICE_SIZE - 1) & ~(FTM_SLICE_SIZE - 1)) - FTM_LARGE_HEADER;
+}
+
+FTM_API void ftm_collect(bool force) {
+  ftm__init();
+  ftm__heap_collect(ftm__heap_get(), force);
+  ftm__purge_now(force);
+}
+
+/* ---- the drop-in malloc family ---------------------------------------------- */
+#if defined(FTMEM_OVERRIDE)
+/* glibc declares malloc without alloc_size/malloc attributes */
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#define FTM_ALIAS(fn) __attribute__((alias(#fn), visibility("default")))
+void *malloc(size_t size) FTM_ALIAS(ftm_malloc);
+void free(void *p) FTM_ALIAS(ftm_free);
+void *calloc(size_t count, size_t size) FTM_ALIAS(ftm_calloc);
+void *realloc(void *p, size_t size) FTM_ALIAS(ftm_realloc);
+void *reallocarray(void *p, size_t count, size_t size) FTM_ALIAS(ftm_reallocarray);
+int posix_memalign(void **out, size_t alignment, size_t size) FTM_ALIAS(ftm_posix_memalign);
+void *aligned_alloc(size_t alignment, size_t size) FTM_ALIAS(ftm_aligned_alloc);
+size_t malloc_usable_size(void *p) FTM_ALIAS(ftm_usable_size);
+void free_sized(void *p, size_t size) FTM_ALIAS(ftm_free_sized);
+void cfree(void *p) FTM_ALIAS(ftm_free);
+
+__attribute__((visibility("default"))) void *memalign(size_t alignment, size_t size);
+void *memalign(size_t alignment, size_t size) {
+  /* glibc rounds a non-power-of-two alignment up rather than failing */
+  if (!ftm__is_pow2(alignment)) {
+    size_t a = FTM_MIN_ALIGN;
+    while (a < alignment && a != 0) a <<= 1;
+    if (a == 0) {
+      errno = EINVAL;
+      return NULL;
+    }
+    alignment = a;
+  }
+  return ftm_aligned_alloc(alignment, size);
+}
+
+__attribute__((visibility("default"))) void *valloc(size_t size);
+void *valloc(size_t size) { return ftm_aligned_alloc(ftm__os_page, size); }
+
+__attribute__((visibility("default"))) void *pvalloc(size_t size);
+void *pvalloc(size_t size) {
+  size_t rounded = (size + ftm__os_page - 1) & ~(ftm__os_page - 1);
+  if (rounded < size) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return ftm_aligned_alloc(ftm__os_page, rounded ? rounded : ftm__os_page);
+}
+#endif

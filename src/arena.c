@@ -1,0 +1,209 @@
+/* arena.c — the shared arena layer: 4 MiB arenas of 64 slices, handing
+ * out runs of slices as pools and taking them back, and purging free slices
+ * (madvise) once they have been idle for the purge delay.
+ *
+ * Lock-free: each arena's free slices are one 64-bit bitmap (`xfree`); a
+ * pool is claimed by one CAS that clears its bits and returned by one
+ * fetch_or that sets them.  The purger claims free-and-dirty slices the same
+ * way, so nobody can hand them out while it purges.  Arena records live in a
+ * static array outside arena memory; arenas are never unmapped, so pool
+ * descriptors (in slice 0) stay readable for the lock-free stacks.
+ * Not here: what a pool holds (pool.c), who owns it (heap.c).
+ */
+#include <string.h>
+
+#include "internal.h"
+
+ftm__arena ftm__arenas[FTM_MAX_ARENAS];
+_Atomic uint32_t ftm__arena_count; /* records handed out; xbase may lag */
+
+static inline uint64_t ftm__run_mask(unsigned span, unsigned first) {
+  return (span >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << span) - 1)) << first;
+}
+
+static ftm__pool *ftm__arena_desc(char *base, unsigned slice) {
+  return (ftm__pool *)(base + (size_t)slice * FTM_POOL_DESC_SIZE);
+}
+
+ftm__pool *ftm__pool_of_index(uint32_t index) {
+  uint32_t i = index - 1;
+  char *base = ftm_atomic_load_acquire(&ftm__arenas[i / FTM_ARENA_SLICES].xbase);
+  return ftm__arena_desc(base, i % FTM_ARENA_SLICES);
+}
+
+/* Claim `span` free slices (aligned to span) in arena ai; the pool
+ * descriptor of the first slice, zeroed apart from its geometry. */
+static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span) {
+  ftm__arena *a = &ftm__arenas[ai];
+  /* acquire: pairs with the release store of xbase when the arena is made */
+  char *base = ftm_atomic_load_acquire(&a->xbase);
+  if (base == NULL) return NULL;
+  uint64_t f = ftm_atomic_load_relaxed(&a->xfree);
+  for (;;) {
+    unsigned first = 0;
+    uint64_t m = 0;
+    if (span == 1) {
+      uint64_t data = f & FTM_ARENA_DATA_MASK;
+      if (data == 0) return NULL;
+      first = (unsigned)__builtin_ctzll(data);
+      m = (uint64_t)1 << first;
+    } else {
+      for (first = span; first + span <= FTM_ARENA_SLICES; first += span) {
+        m = ftm__run_mask(span, first);
+        if ((f & m) == m) break;
+      }
+      if (first + span > FTM_ARENA_SLICES) return NULL;
+    }
+    /* acq_rel: acquire pairs with the release fetch_or of the previous
+     * owner's ftm__arena_pool_free, so its writes to the slices and the
+     * descriptor happen-before ours */
+    if (ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m)) {
+      ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
+      if (!ftm_atomic_load_relaxed(&a->xhdr_dirty)) ftm_atomic_store_relaxed(&a->xhdr_dirty, 1);
+      ftm__pool *pool = ftm__arena_desc(base, first);
+      memset(pool, 0, offsetof(ftm__pool, xstack_next));
+      pool->index = ai * FTM_ARENA_SLICES + first + 1;
+      pool->span = (uint8_t)span;
+      pool->start = base + (size_t)first * FTM_SLICE_SIZE;
+      return pool;
+    }
+  }
+}
+
+static bool ftm__arena_create(void) {
+  uint32_t ai = ftm_atomic_fetch_add_relaxed(&ftm__arena_count, 1);
+  if (ai >= FTM_MAX_ARENAS) {
+    ftm_atomic_fetch_sub_relaxed(&ftm__arena_count, 1);
+    return false;
+  }
+  char *base = ftm__os_map_aligned(FTM_ARENA_SIZE, FTM_ARENA_SIZE);
+  if (base == NULL) return false; /* the record stays empty; scanners skip it */
+  ftm__arena *a = &ftm__arenas[ai];
+  ftm_atomic_store_relaxed(&a->xfree, FTM_ARENA_DATA_MASK);
+  /* release: the bitmap above is visible to whoever sees the base */
+  ftm_atomic_store_release(&a->xbase, base);
+  return true;
+}
+
+/* A fresh pool of `span` slices, searched from *hint (the heap's last
+ * arena) so threads spread over arenas.  NULL with errno = ENOMEM. */
+ftm__pool *ftm__arena_pool_alloc(unsigned span, uint32_t *hint) {
+  for (int round = 0; round < 8; round++) {
+    uint32_t n = ftm_atomic_load_acquire(&ftm__arena_count);
+    if (n > FTM_MAX_ARENAS) n = FTM_MAX_ARENAS;
+    uint32_t start = (*hint < n) ? *hint : 0;
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t ai = (start + k) % n;
+      ftm__pool *pool = ftm__arena_try_claim(ai, span);
+      if (pool) {
+        *hint = ai;
+        return pool;
+      }
+    }
+    if (!ftm__arena_create()) break;
+  }
+  errno = ENOMEM;
+  return NULL;
+}
+
+/* Give a pool's slices back to its arena; they become dirty free slices,
+ * purged once idle for the purge delay. */
+void ftm__arena_pool_free(ftm__pool *pool) {
+  uint32_t i = pool->index - 1;
+  ftm__arena *a = &ftm__arenas[i / FTM_ARENA_SLICES];
+  uint64_t m = ftm__run_mask(pool->span, i % FTM_ARENA_SLICES);
+  ftm__pagemap_set(pool->start, (size_t)pool->span * FTM_SLICE_SIZE, NULL);
+  ftm_atomic_store_relaxed(&pool->xheap, NULL);
+  ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
+  ftm_atomic_fetch_or_relaxed(&a->xdirty, m);
+  int64_t expire = ftm__clock_ms() + ftm__option(FTM_OPTION_PURGE_DELAY);
+  int64_t cur = ftm_atomic_load_relaxed(&a->xpurge_at);
+  if (cur == 0) ftm_atomic_cas_strong_acq_rel(&a->xpurge_at, &cur, expire);
+  /* release: pairs with the acquire CAS of the next claimer */
+  ftm_atomic_fetch_or_release(&a->xfree, m);
+  ftm__purge_note_dirty(expire);
+}
+
+static void ftm__purge_runs(char *base, uint64_t m) {
+  while (m) {
+    unsigned first = (unsigned)__builtin_ctzll(m);
+    unsigned len = (unsigned)__builtin_ctzll(~(m >> first));
+    if (first + len > 64) len = 64 - first;
+    ftm__os_purge(base + (size_t)first * FTM_SLICE_SIZE, (size_t)len * FTM_SLICE_SIZE);
+    m &= ~ftm__run_mask(len, first);
+  }
+}
+
+/* Purge the dirty free slices of every arena whose delay has passed (all of
+ * them if force).  Returns the earliest expiry still pending (0: none). */
+size_t ftm__arena_purge(int64_t now, bool force) {
+  int64_t next = 0;
+  uint32_t n = ftm_atomic_load_acquire(&ftm__arena_count);
+  if (n > FTM_MAX_ARENAS) n = FTM_MAX_ARENAS;
+  for (uint32_t ai = 0; ai < n; ai++) {
+    ftm__arena *a = &ftm__arenas[ai];
+    char *base = ftm_atomic_load_acquire(&a->xbase);
+    if (base == NULL) continue;
+    uint64_t dirty = ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK;
+    bool hdr = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0;
+    if (dirty == 0 && !hdr) continue;
+    int64_t at = ftm_atomic_load_relaxed(&a->xpurge_at);
+    if (at == 0) { /* dirty but unscheduled (a race with a reset): schedule */
+      at = now + ftm__option(FTM_OPTION_PURGE_DELAY);
+      ftm_atomic_store_relaxed(&a->xpurge_at, at);
+    }
+    if (!force && at > now) {
+      if (next == 0 || at < next) next = at;
+      continue;
+    }
+    ftm_atomic_store_relaxed(&a->xpurge_at, 0);
+    /* claim every free dirty slice, purge, give back */
+    uint64_t f = ftm_atomic_load_relaxed(&a->xfree);
+    uint64_t m;
+    do {
+      m = f & ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK;
+      if (m == 0) break;
+      /* acq_rel: acquire pairs with the release fetch_or of pool_free */
+    } while (!ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m));
+    if (m) {
+      ftm__purge_runs(base, m);
+      ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
+      ftm_atomic_fetch_or_release(&a->xfree, m); /* pairs with claimers' acquire */
+    }
+    /* an arena with every data slice free also drops its descriptor pages */
+    if (hdr) {
+      uint64_t all = FTM_ARENA_DATA_MASK;
+      if (ftm_atomic_cas_strong_acq_rel(&a->xfree, &all, 0)) {
+        ftm_atomic_store_relaxed(&a->xhdr_dirty, 0);
+        size_t hdr_bytes = (FTM_ARENA_SLICES * FTM_POOL_DESC_SIZE + ftm__os_page - 1) & ~(ftm__os_page - 1);
+        ftm__os_purge(base, hdr_bytes);
+        ftm_atomic_fetch_or_release(&a->xfree, FTM_ARENA_DATA_MASK);
+      }
+    }
+    /* dirtied again meanwhile: reschedule (the freer saw a nonzero expiry) */
+    if ((ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK) != 0) {
+      int64_t zero = 0, again = now + ftm__option(FTM_OPTION_PURGE_DELAY);
+      ftm_atomic_cas_strong_acq_rel(&a->xpurge_at, &zero, again);
+      if (next == 0 || again < next) next = again;
+    }
+  }
+  return (size_t)next;
+}
+
+void ftm__arena_counts(uint64_t *free_slices, uint64_t *dirty_slices, uint64_t *used_slices) {
+  uint64_t fr = 0, di = 0, us = 0;
+  uint32_t n = ftm_atomic_load_acquire(&ftm__arena_count);
+  if (n > FTM_MAX_ARENAS) n = FTM_MAX_ARENAS;
+  for (uint32_t ai = 0; ai < n; ai++) {
+    ftm__arena *a = &ftm__arenas[ai];
+    if (ftm_atomic_load_acquire(&a->xbase) == NULL) continue;
+    uint64_t f = ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK;
+    uint64_t d = ftm_atomic_load_relaxed(&a->xdirty) & f;
+    fr += (uint64_t)__builtin_popcountll(f);
+    di += (uint64_t)__builtin_popcountll(d);
+    us += (uint64_t)(FTM_ARENA_SLICES - 1 - __builtin_popcountll(f));
+  }
+  *free_slices = fr;
+  *dirty_slices = di;
+  *used_slices = us;
+}

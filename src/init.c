@@ -1,0 +1,77 @@
+/* init.c — process set-up: the thread-exit key, fork handlers, stats at
+ * exit, and the error/warning printers.  Nothing here allocates: it runs
+ * inside the first malloc of the process (possibly during the dynamic
+ * loader's own start-up) and must not recurse into it.
+ */
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+_Atomic int ftm__init_state;
+pthread_key_t ftm__thread_key;
+static __thread bool ftm__in_init;
+
+static void ftm__prefork(void) { ftm__purge_prefork(); }
+static void ftm__postfork_parent(void) { ftm__purge_postfork(false); }
+static void ftm__postfork_child(void) { ftm__purge_postfork(true); }
+
+void ftm__init_slow(void) {
+  int expect = 0;
+  if (ftm_atomic_cas_strong_acq_rel(&ftm__init_state, &expect, 1)) {
+    ftm__in_init = true;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg > 0) ftm__os_page = (size_t)pg;
+    (void)ftm__option(FTM_OPTION_VERBOSE);
+    if (pthread_key_create(&ftm__thread_key, ftm__heap_thread_done) != 0)
+      ftm__fatal("ftmem: pthread_key_create failed\n");
+    pthread_atfork(ftm__prefork, ftm__postfork_parent, ftm__postfork_child);
+    ftm__in_init = false;
+    /* release: pairs with the acquire in ftm__init */
+    ftm_atomic_store_release(&ftm__init_state, 2);
+    return;
+  }
+  if (ftm__in_init) return; /* re-entered from inside our own set-up */
+  while (ftm_atomic_load_acquire(&ftm__init_state) != 2) sched_yield();
+}
+
+__attribute__((constructor(101))) static void ftm__process_init(void) { ftm__init(); }
+
+__attribute__((destructor(101))) static void ftm__process_done(void) {
+  if (ftm__option(FTM_OPTION_SHOW_STATS)) ftm_stats_print(stderr);
+}
+
+static void ftm__vwrite(const char *prefix, const char *fmt, va_list ap) {
+  char buf[512];
+  int n = 0;
+  if (prefix) n = snprintf(buf, sizeof buf, "%s", prefix);
+  int m = vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+  size_t len = (size_t)n + (m > 0 ? (size_t)m : 0);
+  if (len >= sizeof buf) len = sizeof buf - 1;
+  ssize_t w = write(STDERR_FILENO, buf, len);
+  (void)w;
+}
+
+void ftm__fatal(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ftm__vwrite(NULL, fmt, ap);
+  va_end(ap);
+  abort();
+}
+
+void ftm__warning(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ftm__vwrite("ftmem: warning: ", fmt, ap);
+  va_end(ap);
+  ssize_t w = write(STDERR_FILENO, "\n", 1);
+  (void)w;
+}
+
+void ftm__assert_fail(const char *expr, const char *file, int line) {
+  ftm__fatal("ftmem: internal assertion failed: %s (%s:%d)\n", expr, file, line);
+}

@@ -1,0 +1,202 @@
+/* large.c — blocks above FTM_MEDIUM_MAX: each is its own mapping, aligned to
+ * 64 KiB (so the page map can name it slice by slice), starting with a pool
+ * descriptor of kind LARGE and the user block after it.  Freed mappings are
+ * kept in a small lock-free cache (one atomic slot each) for reuse and
+ * unmapped once idle for the purge delay.  realloc moves the pages with
+ * mremap instead of copying.
+ */
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define FTM_LARGE_SLOTS 64
+
+static _Atomic(ftm__pool *) ftm__large_cache[FTM_LARGE_SLOTS];
+static _Atomic size_t ftm__large_cache_len[FTM_LARGE_SLOTS]; /* a hint, read before claiming */
+
+static _Atomic uint64_t ftm__large_nmalloc, ftm__large_nfree, ftm__large_live_bytes;
+
+void ftm__large_stats(uint64_t *nmalloc, uint64_t *nfree, uint64_t *live_bytes) {
+  *nmalloc = ftm_atomic_load_relaxed(&ftm__large_nmalloc);
+  *nfree = ftm_atomic_load_relaxed(&ftm__large_nfree);
+  *live_bytes = ftm_atomic_load_relaxed(&ftm__large_live_bytes);
+}
+
+static size_t ftm__align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
+
+static void ftm__large_unmap(ftm__pool *d) {
+  size_t len = d->map_size;
+  ftm__pagemap_set(d, len, NULL);
+  ftm__os_unmap(d, len);
+  ftm_atomic_fetch_add_relaxed(&ftm__os_purges, 1);
+}
+
+/* A cached mapping of at least `len` bytes and not much more; NULL if none. */
+static ftm__pool *ftm__large_cache_take(size_t len) {
+  for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
+    size_t have = ftm_atomic_load_relaxed(&ftm__large_cache_len[i]);
+    if (have < len || have > len + len / 2 + (1u << 20)) continue;
+    /* acquire: pairs with the release CAS that cached it */
+    ftm__pool *d = ftm_atomic_exchange_acq_rel(&ftm__large_cache[i], NULL);
+    if (d == NULL) continue;
+    if (d->map_size >= len && d->map_size <= len + len / 2 + (1u << 20)) return d;
+    /* the hint was stale: put it back, or drop it */
+    ftm__pool *empty = NULL;
+    if (!ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) ftm__large_unmap(d);
+  }
+  return NULL;
+}
+
+static bool ftm__large_cache_put(ftm__pool *d) {
+  unsigned slots = (unsigned)ftm__option(FTM_OPTION_LARGE_CACHE);
+  if (slots > FTM_LARGE_SLOTS) slots = FTM_LARGE_SLOTS;
+  for (unsigned i = 0; i < slots; i++) {
+    if (ftm_atomic_load_relaxed(&ftm__large_cache[i]) != NULL) continue;
+    ftm__pool *empty = NULL;
+    ftm_atomic_store_relaxed(&ftm__large_cache_len[i], d->map_size);
+    /* release: the descriptor's fields are visible to the taker */
+    if (ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) return true;
+  }
+  return false;
+}
+
+void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
+  (void)heap;
+  if (align < 64) align = 64;
+  size_t offset = ftm__align_up(FTM_LARGE_HEADER, align);
+  size_t base_align = align > FTM_SLICE_SIZE ? align : FTM_SLICE_SIZE;
+  if (size > (SIZE_MAX >> 2) - offset - base_align) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t len = ftm__align_up(offset + size, FTM_SLICE_SIZE);
+  ftm__pool *d = NULL;
+  if (base_align == FTM_SLICE_SIZE) d = ftm__large_cache_take(len);
+  if (d == NULL) {
+    d = ftm__os_map_aligned(len, base_align);
+    if (d == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    memset(d, 0, sizeof *d);
+    d->map_size = len;
+    d->kind = FTM_POOL_LARGE;
+    d->cls = FTM_LARGE_CLASS;
+    if (!ftm__pagemap_set(d, len, d)) {
+      ftm__pagemap_set(d, len, NULL);
+      ftm__os_unmap(d, len);
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  d->user = (char *)d + offset;
+  d->user_size = d->map_size - offset;
+  d->start = d->user;
+  ftm_atomic_fetch_add_relaxed(&ftm__large_nmalloc, 1);
+  ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size);
+  return d->user;
+}
+
+static void ftm__large_check(ftm__pool *d, const void *p, const char *what) {
+  if (d->user == NULL && p != NULL && (char *)p > (char *)d && (char *)p < (char *)d + d->map_size &&
+      ((uintptr_t)p & 63) == 0)
+    ftm__double_free(p, what);
+  if (p != d->user) ftm__invalid_free(p, what);
+}
+
+void ftm__large_free(ftm__pool *d, void *p) {
+  ftm__large_check(d, p, "free");
+  ftm_atomic_fetch_add_relaxed(&ftm__large_nfree, 1);
+  ftm_atomic_fetch_sub_relaxed(&ftm__large_live_bytes, d->user_size);
+  d->user = NULL; /* freed: a second free is recognised */
+  d->user_size = 0;
+  int64_t now = ftm__clock_ms();
+  d->cached_at = now;
+  if (ftm__large_cache_put(d)) {
+    ftm__purge_note_dirty(now + ftm__option(FTM_OPTION_PURGE_DELAY));
+  } else {
+    ftm__large_unmap(d);
+  }
+}
+
+size_t ftm__large_usable(ftm__pool *d, const void *p) {
+  ftm__large_check(d, p, "malloc_usable_size");
+  return d->user_size;
+}
+
+/* Resize in place or by moving the pages (mremap); NULL if neither worked
+ * (the caller then copies).  The block stays valid on NULL. */
+void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
+  ftm__large_check(d, p, "realloc");
+  size_t offset = (size_t)((char *)p - (char *)d);
+  if (size > (SIZE_MAX >> 2) - offset) return NULL;
+  size_t len = ftm__align_up(offset + size, FTM_SLICE_SIZE);
+  size_t old_user = d->user_size;
+  if (len == d->map_size) return p;
+  if (len < d->map_size) {
+    /* shrink in place: drop the tail slices */
+    char *tail = (char *)d + len;
+    size_t cut = d->map_size - len;
+    ftm__pagemap_set(tail, cut, NULL);
+    ftm__os_unmap(tail, cut);
+    d->map_size = len;
+  } else {
+    size_t base_align = offset > FTM_SLICE_SIZE ? offset & -offset : FTM_SLICE_SIZE;
+    if (base_align < FTM_SLICE_SIZE) base_align = FTM_SLICE_SIZE;
+    void *dst = ftm__os_map_aligned(len, base_align);
+    if (dst == NULL) return NULL;
+    size_t old_len = d->map_size;
+    void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+    if (r == MAP_FAILED) {
+      ftm__os_unmap(dst, len);
+      return NULL;
+    }
+    ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, old_len); /* the old range is gone */
+    ftm__pagemap_set(d, old_len, NULL);
+    d = r;
+    d->map_size = len;
+    if (!ftm__pagemap_set(d, len, d)) ftm__fatal("ftmem: page map could not grow for realloc\n");
+    d->user = (char *)d + offset;
+  }
+  d->user_size = d->map_size - offset;
+  d->start = d->user;
+  ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);
+  return d->user;
+}
+
+/* Unmap cached mappings idle past the delay (all if force); returns the
+ * earliest pending expiry (0: none). */
+size_t ftm__large_purge(int64_t now, bool force) {
+  int64_t next = 0, delay = ftm__option(FTM_OPTION_PURGE_DELAY);
+  for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
+    if (ftm_atomic_load_relaxed(&ftm__large_cache[i]) == NULL) continue;
+    ftm__pool *d = ftm_atomic_exchange_acq_rel(&ftm__large_cache[i], NULL);
+    if (d == NULL) continue;
+    if (force || d->cached_at + delay <= now) {
+      ftm__large_unmap(d);
+      continue;
+    }
+    int64_t at = d->cached_at + delay; /* read while d is still ours */
+    ftm__pool *empty = NULL;
+    if (!ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) {
+      ftm__large_unmap(d);
+      continue;
+    }
+    if (next == 0 || at < next) next = at;
+  }
+  return (size_t)next;
+}
+
+void ftm__large_counts(uint64_t *cached, uint64_t *cached_bytes) {
+  uint64_t n = 0, b = 0;
+  for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
+    size_t len = ftm_atomic_load_relaxed(&ftm__large_cache_len[i]);
+    if (ftm_atomic_load_relaxed(&ftm__large_cache[i]) != NULL) {
+      n++;
+      b += len;
+    }
+  }
+  *cached = n;
+  *cached_bytes = b;
+}
