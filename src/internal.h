@@ -62,8 +62,10 @@ ftm_internal extern ftm__pm_entry *_Atomic ftm__pagemap_top[1u << FTM_PM_TOP_BIT
  * which happens-before the free through the program's own ordering. */
 static inline ftm__pool *ftm__pagemap_lookup(const void *p) {
   uintptr_t a = (uintptr_t)p;
-  if (ftm_unlikely(a >> FTM_PM_ADDR_BITS)) return NULL;
-  ftm__pm_entry *leaf = ftm_atomic_load_relaxed(&ftm__pagemap_top[a >> (FTM_SLICE_SHIFT + FTM_PM_LEAF_BITS)]);
+  /* the top index is masked, not range-checked: an address above 2^48
+   * aliases a lower one, whose pool then fails ftm__pool_is_block */
+  ftm__pm_entry *leaf = ftm_atomic_load_relaxed(
+      &ftm__pagemap_top[(a >> (FTM_SLICE_SHIFT + FTM_PM_LEAF_BITS)) & ((1u << FTM_PM_TOP_BITS) - 1)]);
   return ftm_atomic_load_relaxed(&leaf[(a >> FTM_SLICE_SHIFT) & ((1u << FTM_PM_LEAF_BITS) - 1)]);
 }
 ftm_internal bool ftm__pagemap_set(void *start, size_t size, ftm__pool *pool);
@@ -139,11 +141,23 @@ static inline void ftm__init(void) {
 }
 ftm_internal extern pthread_key_t ftm__thread_key;
 
+/* Is p the start of a block carved in pool?  Exact division by
+ * multiplying with the inverse (Granlund & Montgomery 1994): with
+ * block_size = m * 2^k (m odd), off * m^-1 rotated right by k equals
+ * off / block_size when block_size divides off, and is larger than any
+ * block index otherwise; one compare then also checks off < capacity. */
+static inline bool ftm__pool_is_block(const ftm__pool *pool, const void *p) {
+  uint64_t x = ((uintptr_t)p - (uintptr_t)pool->start) * pool->div_inv;
+  unsigned k = pool->div_shift;
+  x = (x >> k) | (x << ((64 - k) & 63));
+  return x < ftm_atomic_load_relaxed(&pool->xcapacity);
+}
+
 /* ---- Free-list encoding and the double-free marker ------------------------ */
 static inline ftm__block *ftm__block_next(const ftm__pool *pool, const ftm__block *b) {
 #if defined(FTMEM_SECURE)
   ftm__block *n = (ftm__block *)((uintptr_t)b->next ^ pool->key);
-  if (ftm_unlikely(n != NULL && ((uintptr_t)n - (uintptr_t)pool->start) >= ftm_atomic_load_relaxed(&pool->xlimit)))
+  if (ftm_unlikely(n != NULL && !ftm__pool_is_block(pool, n)))
     ftm__fatal("ftmem: corrupted free list in pool %p (block %p links to %p)\n",
                (void *)pool->start, (void *)b, (void *)n);
   return n;
@@ -164,13 +178,6 @@ static inline void ftm__block_set_next(const ftm__pool *pool, ftm__block *b, ftm
  * freeing it again is recognised (blocks are at least 16 bytes). */
 static inline uintptr_t ftm__free_mark(const ftm__pool *pool, const void *b) {
   return (uintptr_t)pool->key ^ (uintptr_t)b ^ (uintptr_t)0x5bd1e995u;
-}
-
-/* Is p the start of a block carved in pool?  Lemire's divisibility test:
- * off % size == 0  <=>  off * ceil(2^64/size) (mod 2^64) < ceil(2^64/size). */
-static inline bool ftm__pool_is_block(const ftm__pool *pool, const void *p) {
-  uintptr_t off = (uintptr_t)p - (uintptr_t)pool->start;
-  return off < ftm_atomic_load_relaxed(&pool->xlimit) && off * pool->div_magic < pool->div_magic;
 }
 
 /* ---- Fast paths ---------------------------------------------------------- */

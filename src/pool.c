@@ -31,9 +31,12 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->cls = (uint8_t)cls;
   pool->block_size = bs;
   pool->reserved = (uint32_t)(((size_t)pool->span * FTM_SLICE_SIZE) / bs);
-  pool->div_magic = UINT64_MAX / bs + 1;
-  pool->capacity = 0;
-  ftm_atomic_store_relaxed(&pool->xlimit, 0);
+  unsigned k = (unsigned)__builtin_ctz(bs);
+  uint64_t m = bs >> k, inv = m; /* Newton: each step doubles the correct bits */
+  for (int i = 0; i < 5; i++) inv *= 2 - m * inv;
+  pool->div_inv = inv;
+  pool->div_shift = (uint8_t)k;
+  ftm_atomic_store_relaxed(&pool->xcapacity, 0);
   pool->free = pool->local_free = NULL;
   pool->used = 0;
   pool->key = key;
@@ -43,17 +46,17 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
  * list.  False when the pool is fully carved. */
 bool ftm__pool_extend(ftm__pool *pool) {
   ftm_assert(pool->free == NULL);
-  uint32_t left = pool->reserved - pool->capacity;
+  uint32_t cap = ftm_atomic_load_relaxed(&pool->xcapacity);
+  uint32_t left = pool->reserved - cap;
   if (left == 0) return false;
   uint32_t bs = pool->block_size;
   uint32_t n = 16384 / bs;
   if (n == 0) n = 1;
   if (n > left) n = left;
-  char *first = pool->start + (size_t)pool->capacity * bs;
+  char *first = pool->start + (size_t)cap * bs;
   ftm__block *b = (ftm__block *)first;
-  pool->capacity += n;
-  /* before linking: the secure decoder checks links against the limit */
-  ftm_atomic_store_relaxed(&pool->xlimit, (size_t)pool->capacity * bs);
+  /* before linking: the secure decoder checks links against it */
+  ftm_atomic_store_relaxed(&pool->xcapacity, cap + n);
   for (uint32_t i = 0; i + 1 < n; i++) {
     ftm__block *nb = (ftm__block *)((char *)b + bs);
     ftm__block_set_next(pool, b, nb);

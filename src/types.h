@@ -18,7 +18,7 @@
  *           slice address -> pool descriptor, NULL when not ours.
  *
  * Counter identity of a pool (owner's view, exact when no remote free is in
- * flight):  used + |free| + |local_free| + |thread_free| == capacity,
+ * flight):  used + |free| + |local_free| + |thread_free| == xcapacity,
  * where `used` counts blocks handed out whose free the owner has not yet
  * collected.
  */
@@ -72,13 +72,16 @@ typedef struct ftm__pool_s {
   /* -- hot, owner only (the fast paths read these) -- */
   ftm__block *free;       /* blocks to hand out */
   uint32_t used;          /* handed out and not yet collected back */
-  uint32_t capacity;      /* blocks carved so far (lazy extension) */
   ftm__block *local_free; /* the owner's frees */
   char *start;            /* first block */
-  uint64_t div_magic;     /* ceil(2^64 / block_size): divisibility test */
-  /* capacity * block_size: carved bytes.  Grows (owner, relaxed store)
-   * while remote freers read it in their validity check. */
-  _Atomic size_t xlimit;
+  /* p is a carved block iff rotr((p - start) * div_inv, div_shift) <
+   * xcapacity (Granlund-Montgomery exact division: for a multiple of the
+   * block size the result is the block index, otherwise it is huge). */
+  uint64_t div_inv;       /* inverse of the odd part of block_size mod 2^64 */
+  /* blocks carved so far; grows (owner, relaxed store) while remote
+   * freers read it in their validity check */
+  _Atomic uint32_t xcapacity;
+  uint8_t div_shift;      /* trailing zero bits of block_size */
   /* Gate of the local free fast path: the owner heap while the pool sits in
    * one of its class queues, NULL when parked full, abandoned or large.
    * Written by the owner, read by any thread (relaxed). */
