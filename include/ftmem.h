@@ -110,10 +110,12 @@ FTM_API void ftm_stats_json(FILE *out);
  * configuration, on stderr. */
 FTM_API void ftm_options_print(void);
 
-/* Options are read lazily from the environment; these set them by API. */
+/* Options are read from the environment once, when the library initialises
+ * (at its first use or when it is loaded, whichever is first: before main
+ * for a preloaded or linked library); these get and set them by API. */
 typedef enum ftm_option_e {
     FTM_OPTION_SHOW_STATS,   /* FTMEM_SHOW_STATS=1: print stats at exit */
-    FTM_OPTION_VERBOSE,      /* FTMEM_VERBOSE=1: report OS calls and warnings */
+    FTM_OPTION_VERBOSE,      /* FTMEM_VERBOSE=1: options at start, warnings, every OS map/unmap/purge */
     FTM_OPTION_PURGE_DELAY,  /* FTMEM_PURGE_DELAY=<ms>: idle time before purge (default 20) */
     FTM_OPTION_PURGE_THREAD, /* FTMEM_PURGE_THREAD=0|1: lazily started purger (default 1) */
     FTM_OPTION_LARGE_CACHE,  /* FTMEM_LARGE_CACHE=<n>: large mappings kept for reuse (default 16) */

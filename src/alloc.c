@@ -38,7 +38,7 @@ FTM_API void *ftm_calloc(size_t count, size_t size) {
   if (p == NULL) return NULL;
   ftm__pool *pool = ftm__pagemap_lookup(p);
   /* a large block just mapped is zero already; don't touch its pages */
-  if (pool->kind == FTM_POOL_LARGE && pool->cached_at == 0) return p;
+  if (pool->kind == FTM_POOL_LARGE && pool->fresh) return p;
   memset(p, 0, total);
   return p;
 }
@@ -112,6 +112,7 @@ FTM_API size_t ftm_usable_size(const void *p) {
 
 FTM_API size_t ftm_good_size(size_t size) {
   if (size <= FTM_MEDIUM_MAX) return ftm__class_size[ftm__size_class(size)];
+  if (size <= FTM_ARENA_LARGE_MAX) return (size + FTM_SLICE_SIZE - 1) & ~(FTM_SLICE_SIZE - 1);
   if (size > (SIZE_MAX >> 2)) return size;
   return ((size + FTM_LARGE_HEADER + FTM_SLICE_SIZE - 1) & ~(FTM_SLICE_SIZE - 1)) - FTM_LARGE_HEADER;
 }

@@ -31,38 +31,43 @@ ftm__pool *ftm__pool_of_index(uint32_t index) {
   return ftm__arena_desc(base, i % FTM_ARENA_SLICES);
 }
 
-/* Claim `span` free slices (aligned to span) in arena ai; the pool
- * descriptor of the first slice, zeroed apart from its geometry. */
-static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span) {
+/* First slice of a run of `span` free slices in bitmap f (aligned to span
+ * if asked), preferring a run that starts on a dirty slice (its pages are
+ * still resident: reusing it costs no page faults); -1 if none. */
+static int ftm__find_run(uint64_t f, uint64_t dirty, unsigned span, bool aligned) {
+  uint64_t x = f & FTM_ARENA_DATA_MASK;
+  for (unsigned i = 1; i < span && x; i++) x &= f >> i; /* x: starts of free runs */
+  if (aligned && span > 1) {
+    uint64_t starts = 0;
+    for (unsigned p = 0; p < FTM_ARENA_SLICES; p += span) starts |= (uint64_t)1 << p;
+    x &= starts;
+  }
+  if (x == 0) return -1;
+  uint64_t warm = x & dirty;
+  return __builtin_ctzll(warm ? warm : x);
+}
+
+/* Claim `span` free slices in arena ai; the pool descriptor of the first
+ * slice, zeroed apart from its geometry. */
+static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span, bool aligned) {
   ftm__arena *a = &ftm__arenas[ai];
   /* acquire: pairs with the release store of xbase when the arena is made */
   char *base = ftm_atomic_load_acquire(&a->xbase);
   if (base == NULL) return NULL;
   uint64_t f = ftm_atomic_load_relaxed(&a->xfree);
   for (;;) {
-    unsigned first = 0;
-    uint64_t m = 0;
-    if (span == 1) {
-      uint64_t data = f & FTM_ARENA_DATA_MASK;
-      if (data == 0) return NULL;
-      first = (unsigned)__builtin_ctzll(data);
-      m = (uint64_t)1 << first;
-    } else {
-      for (first = span; first + span <= FTM_ARENA_SLICES; first += span) {
-        m = ftm__run_mask(span, first);
-        if ((f & m) == m) break;
-      }
-      if (first + span > FTM_ARENA_SLICES) return NULL;
-    }
+    int first = ftm__find_run(f, ftm_atomic_load_relaxed(&a->xdirty), span, aligned);
+    if (first < 0) return NULL;
+    uint64_t m = ftm__run_mask(span, (unsigned)first);
     /* acq_rel: acquire pairs with the release fetch_or of the previous
      * owner's ftm__arena_pool_free, so its writes to the slices and the
      * descriptor happen-before ours */
     if (ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m)) {
       ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
       if (!ftm_atomic_load_relaxed(&a->xhdr_dirty)) ftm_atomic_store_relaxed(&a->xhdr_dirty, 1);
-      ftm__pool *pool = ftm__arena_desc(base, first);
+      ftm__pool *pool = ftm__arena_desc(base, (unsigned)first);
       memset(pool, 0, offsetof(ftm__pool, xstack_next));
-      pool->index = ai * FTM_ARENA_SLICES + first + 1;
+      pool->index = ai * FTM_ARENA_SLICES + (unsigned)first + 1;
       pool->span = (uint8_t)span;
       pool->start = base + (size_t)first * FTM_SLICE_SIZE;
       return pool;
@@ -85,16 +90,17 @@ static bool ftm__arena_create(void) {
   return true;
 }
 
-/* A fresh pool of `span` slices, searched from *hint (the heap's last
- * arena) so threads spread over arenas.  NULL with errno = ENOMEM. */
-ftm__pool *ftm__arena_pool_alloc(unsigned span, uint32_t *hint) {
+/* A fresh pool of `span` slices (aligned to span: pools of power-of-two
+ * blocks rely on it), searched from *hint (the heap's last arena) so
+ * threads spread over arenas.  NULL with errno = ENOMEM. */
+ftm__pool *ftm__arena_pool_alloc(unsigned span, bool aligned, uint32_t *hint) {
   for (int round = 0; round < 8; round++) {
     uint32_t n = ftm_atomic_load_acquire(&ftm__arena_count);
     if (n > FTM_MAX_ARENAS) n = FTM_MAX_ARENAS;
     uint32_t start = (*hint < n) ? *hint : 0;
     for (uint32_t k = 0; k < n; k++) {
       uint32_t ai = (start + k) % n;
-      ftm__pool *pool = ftm__arena_try_claim(ai, span);
+      ftm__pool *pool = ftm__arena_try_claim(ai, span, aligned);
       if (pool) {
         *hint = ai;
         return pool;

@@ -173,6 +173,7 @@ void ftm__heap_retire(ftm__heap *heap, ftm__pool *pool) {
   if (q->first == pool && pool->next == NULL && pool->span == 1) return;
   if (ftm_rl_flags(&pool->thread_free) & FTM_RL_NOTIFYING) return; /* on the notify stack */
   ftm__heap_pool_free(heap, pool);
+  ftm__purge_maybe_start(); /* a program that only frees from now on still purges */
 }
 
 /* ---- abandonment and adoption ----------------------------------------------- */
@@ -323,7 +324,7 @@ static ftm__pool *ftm__heap_find_pool(ftm__heap *heap, unsigned cls) {
   }
   /* a fresh pool */
   unsigned span = ftm__pool_span(cls);
-  ftm__pool *pool = ftm__arena_pool_alloc(span, &heap->arena_hint);
+  ftm__pool *pool = ftm__arena_pool_alloc(span, true, &heap->arena_hint);
   if (pool == NULL) return NULL;
   ftm__pool_init(pool, cls, heap->key ^ ((uint64_t)pool->index * 0x9e3779b97f4a7c15ull));
   if (!ftm__pagemap_set(pool->start, (size_t)span * FTM_SLICE_SIZE, pool)) {
@@ -346,9 +347,8 @@ static void *ftm__heap_malloc(ftm__heap *heap, size_t size, size_t align) {
     /* power-of-two blocks are aligned to their size (pools are aligned to
      * their span), so round up to one when it can serve the alignment */
     size_t s = size < align ? align : size;
-    s = (size_t)1 << (64 - __builtin_clzll(s - 1));
     if (s > FTM_MEDIUM_MAX) return ftm__large_alloc(heap, size, align);
-    size = s;
+    size = (size_t)1 << (64 - __builtin_clzll(s - 1));
   }
   if (size > FTM_MEDIUM_MAX) return ftm__large_alloc(heap, size, align);
   unsigned cls = ftm__size_class(size);
@@ -445,6 +445,8 @@ void ftm__heap_thread_done(void *arg) {
   ftm__heap_tls = &ftm__heap_empty;
   ftm__heap_abandon(heap);
   ftm__heap_release(heap);
+  ftm__purge_note_dirty(ftm__clock_ms() + ftm__option(FTM_OPTION_PURGE_DELAY)); /* sweep soon */
+  ftm__purge_maybe_start();
 }
 
 /* Free the calling thread's empty pools (force: also the one kept per class). */

@@ -38,7 +38,10 @@ void ftm__init_slow(void) {
   while (ftm_atomic_load_acquire(&ftm__init_state) != 2) sched_yield();
 }
 
-__attribute__((constructor(101))) static void ftm__process_init(void) { ftm__init(); }
+__attribute__((constructor(101))) static void ftm__process_init(void) {
+  ftm__init();
+  if (ftm__option(FTM_OPTION_VERBOSE)) ftm_options_print();
+}
 
 __attribute__((destructor(101))) static void ftm__process_done(void) {
   if (ftm__option(FTM_OPTION_SHOW_STATS)) ftm_stats_print(stderr);

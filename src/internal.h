@@ -84,7 +84,7 @@ static inline unsigned ftm__size_class(size_t size) {
 /* ---- Arena layer (arena.c) ----------------------------------------------- */
 ftm_internal extern ftm__arena ftm__arenas[FTM_MAX_ARENAS];
 ftm_internal extern _Atomic uint32_t ftm__arena_count;
-ftm_internal ftm__pool *ftm__arena_pool_alloc(unsigned span, uint32_t *hint);
+ftm_internal ftm__pool *ftm__arena_pool_alloc(unsigned span, bool aligned, uint32_t *hint);
 ftm_internal void ftm__arena_pool_free(ftm__pool *pool);
 ftm_internal ftm__pool *ftm__pool_of_index(uint32_t index);
 ftm_internal size_t ftm__arena_purge(int64_t now, bool force);
@@ -129,6 +129,7 @@ ftm_internal size_t ftm__large_usable(ftm__pool *d, const void *p);
 /* ---- Purging (purge.c) --------------------------------------------------- */
 ftm_internal void ftm__purge_note_dirty(int64_t expire);
 ftm_internal void ftm__purge_tick(void);
+ftm_internal void ftm__purge_maybe_start(void);
 ftm_internal void ftm__purge_now(bool force);
 ftm_internal void ftm__purge_prefork(void);
 ftm_internal void ftm__purge_postfork(bool child);

@@ -1,9 +1,12 @@
-/* large.c — blocks above FTM_MEDIUM_MAX: each is its own mapping, aligned to
- * 64 KiB (so the page map can name it slice by slice), starting with a pool
- * descriptor of kind LARGE and the user block after it.  Freed mappings are
- * kept in a small lock-free cache (one atomic slot each) for reuse and
- * unmapped once idle for the purge delay.  realloc moves the pages with
- * mremap instead of copying.
+/* large.c — blocks above FTM_MEDIUM_MAX, one block per descriptor of kind
+ * LARGE.  Up to FTM_ARENA_LARGE_MAX a block is a run of arena slices (its
+ * descriptor in the arena's slice 0, map_size 0): freed, the slices go back
+ * to the arena and are reused warm or purged after the delay, like pools.
+ * Above that each block is its own mapping, aligned to 64 KiB (so the page
+ * map can name it slice by slice), starting with its descriptor; freed
+ * mappings wait in a small lock-free cache (one atomic slot each) for reuse
+ * and are unmapped once idle for the purge delay; realloc moves their pages
+ * with mremap instead of copying.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -36,11 +39,11 @@ static void ftm__large_unmap(ftm__pool *d) {
 static ftm__pool *ftm__large_cache_take(size_t len) {
   for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
     size_t have = ftm_atomic_load_relaxed(&ftm__large_cache_len[i]);
-    if (have < len || have > len + len / 2 + (1u << 20)) continue;
+    if (have < len || have > 2 * len) continue;
     /* acquire: pairs with the release CAS that cached it */
     ftm__pool *d = ftm_atomic_exchange_acq_rel(&ftm__large_cache[i], NULL);
     if (d == NULL) continue;
-    if (d->map_size >= len && d->map_size <= len + len / 2 + (1u << 20)) return d;
+    if (d->map_size >= len && d->map_size <= 2 * len) return d;
     /* the hint was stale: put it back, or drop it */
     ftm__pool *empty = NULL;
     if (!ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) ftm__large_unmap(d);
@@ -61,8 +64,31 @@ static bool ftm__large_cache_put(ftm__pool *d) {
   return false;
 }
 
+/* A large block in arena slices: the block is the run itself. */
+static void *ftm__large_alloc_arena(ftm__heap *heap, size_t size) {
+  unsigned span = (unsigned)((size + FTM_SLICE_SIZE - 1) >> FTM_SLICE_SHIFT);
+  uint32_t hint = heap->arena_hint;
+  ftm__pool *d = ftm__arena_pool_alloc(span, false, &hint);
+  if (d == NULL) return NULL;
+  d->kind = FTM_POOL_LARGE;
+  d->cls = FTM_LARGE_CLASS;
+  d->user = d->start;
+  d->user_size = (size_t)span * FTM_SLICE_SIZE;
+  if (!ftm__pagemap_set(d->start, d->user_size, d)) {
+    ftm__arena_pool_free(d);
+    errno = ENOMEM;
+    return NULL;
+  }
+  ftm_atomic_fetch_add_relaxed(&ftm__large_nmalloc, 1);
+  ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size);
+  return d->user;
+}
+
 void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
-  (void)heap;
+  if (size <= FTM_ARENA_LARGE_MAX && align <= FTM_SLICE_SIZE && heap != &ftm__heap_empty) {
+    void *p = ftm__large_alloc_arena(heap, size);
+    if (p != NULL) return p;
+  }
   if (align < 64) align = 64;
   size_t offset = ftm__align_up(FTM_LARGE_HEADER, align);
   size_t base_align = align > FTM_SLICE_SIZE ? align : FTM_SLICE_SIZE;
@@ -80,6 +106,7 @@ void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
       return NULL;
     }
     memset(d, 0, sizeof *d);
+    d->fresh = 1; /* a new mapping reads as zero (calloc skips its memset) */
     d->map_size = len;
     d->kind = FTM_POOL_LARGE;
     d->cls = FTM_LARGE_CLASS;
@@ -109,12 +136,19 @@ void ftm__large_free(ftm__pool *d, void *p) {
   ftm__large_check(d, p, "free");
   ftm_atomic_fetch_add_relaxed(&ftm__large_nfree, 1);
   ftm_atomic_fetch_sub_relaxed(&ftm__large_live_bytes, d->user_size);
+  if (d->map_size == 0) { /* slices of an arena: back to it (clears the page map) */
+    ftm__arena_pool_free(d);
+    ftm__purge_maybe_start();
+    return;
+  }
+  d->fresh = 0; /* reused from the cache, its pages are dirty */
   d->user = NULL; /* freed: a second free is recognised */
   d->user_size = 0;
   int64_t now = ftm__clock_ms();
   d->cached_at = now;
   if (ftm__large_cache_put(d)) {
     ftm__purge_note_dirty(now + ftm__option(FTM_OPTION_PURGE_DELAY));
+    ftm__purge_maybe_start();
   } else {
     ftm__large_unmap(d);
   }
@@ -129,6 +163,8 @@ size_t ftm__large_usable(ftm__pool *d, const void *p) {
  * (the caller then copies).  The block stays valid on NULL. */
 void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
   ftm__large_check(d, p, "realloc");
+  if (d->map_size == 0) /* in arena slices: in place while it fits well */
+    return size <= d->user_size && size > d->user_size / 2 ? p : NULL;
   size_t offset = (size_t)((char *)p - (char *)d);
   if (size > (SIZE_MAX >> 2) - offset) return NULL;
   size_t len = ftm__align_up(offset + size, FTM_SLICE_SIZE);

@@ -25,6 +25,7 @@ void *ftm__os_map(size_t size) {
     return NULL;
   }
   ftm_atomic_fetch_add_relaxed(&ftm__os_mapped, size);
+  if (ftm__option(FTM_OPTION_VERBOSE)) ftm__warning("mmap %zu bytes at %p", size, p);
   return p;
 }
 
@@ -47,13 +48,15 @@ void ftm__os_unmap(void *p, size_t size) {
     return;
   }
   ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, size);
+  if (ftm__option(FTM_OPTION_VERBOSE)) ftm__warning("munmap %zu bytes at %p", size, p);
 }
 
 /* Give the pages back; the range stays mapped and reads as zero. */
 void ftm__os_purge(void *p, size_t size) {
   ftm_atomic_fetch_add_relaxed(&ftm__os_purges, 1);
-  if (madvise(p, size, MADV_DONTNEED) != 0 && ftm__option(FTM_OPTION_VERBOSE))
-    ftm__warning("madvise(%p, %zu) failed: %s", p, size, strerror(errno));
+  int rc = madvise(p, size, MADV_DONTNEED);
+  if (ftm__option(FTM_OPTION_VERBOSE))
+    ftm__warning("purge %zu bytes at %p%s%s", size, p, rc ? ": " : "", rc ? strerror(errno) : "");
 }
 
 int64_t ftm__clock_ms(void) {

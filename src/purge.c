@@ -113,9 +113,15 @@ static void ftm__purger_start(void) {
   pthread_setname_np(tid, "ftmem-purge");
 }
 
+/* Start the purger if memory became dirty since.  Only where the caller's
+ * heap is consistent: pthread_create may call malloc. */
+void ftm__purge_maybe_start(void) {
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__purger_state) == 1)) ftm__purger_start();
+}
+
 /* Called where the caller's heap is consistent (a malloc may re-enter). */
 void ftm__purge_tick(void) {
-  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__purger_state) == 1)) ftm__purger_start();
+  ftm__purge_maybe_start();
   int64_t next = ftm_atomic_load_relaxed(&ftm__purge_next);
   if (next != 0 && ftm__clock_ms() >= next) ftm__purge_now(false);
 }

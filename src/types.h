@@ -44,6 +44,7 @@
 
 #define FTM_SMALL_MAX 512                /* 16-byte steps up to here */
 #define FTM_MEDIUM_MAX ((size_t)128 << 10) /* four classes a doubling up to here */
+#define FTM_ARENA_LARGE_MAX ((size_t)2 << 20) /* large blocks up to here use arena slices */
 #define FTM_SMALL_CLASSES 32
 #define FTM_CLASSES 64                   /* 0..31 small, 32..63 medium */
 #define FTM_DIRECT_N (FTM_SMALL_MAX / 8 + 1) /* direct table by 8-byte step */
@@ -91,6 +92,7 @@ typedef struct ftm__pool_s {
   uint8_t kind;       /* FTM_POOL_SMALL or FTM_POOL_LARGE */
   uint8_t span;       /* slices */
   uint8_t in_full;    /* owner only: parked on the heap's full queue */
+  uint8_t fresh;      /* large: the block's memory is known to be zero */
   /* -- shared -- */
   ftm_remote_list_t thread_free; /* remote frees + FULL/NOTIFYING */
   /* owner heap; NULL when abandoned or free.  Written by the owner (and
@@ -103,7 +105,7 @@ typedef struct ftm__pool_s {
   struct ftm__pool_s *next, *prev; /* class or full queue of the owner */
   uint64_t key;                    /* free-list encoding / free marker */
   /* -- large blocks only -- */
-  size_t map_size;    /* whole mapping */
+  size_t map_size;    /* whole mapping; 0 for a large block in arena slices */
   char *user;         /* the block handed out */
   size_t user_size;   /* usable bytes at user */
   int64_t cached_at;  /* ms, while in the large cache */
