@@ -34,17 +34,21 @@ ftm__pool *ftm__pool_of_index(uint32_t index) {
 /* First slice of a run of `span` free slices in bitmap f (aligned to span
  * if asked), preferring a run that starts on a dirty slice (its pages are
  * still resident: reusing it costs no page faults); -1 if none. */
-static int ftm__find_run(uint64_t f, uint64_t dirty, unsigned span, bool aligned) {
+static uint64_t ftm__run_starts(uint64_t f, unsigned span, bool aligned) {
   uint64_t x = f & FTM_ARENA_DATA_MASK;
-  for (unsigned i = 1; i < span && x; i++) x &= f >> i; /* x: starts of free runs */
+  for (unsigned i = 1; i < span && x; i++) x &= f >> i; /* x: starts of runs */
   if (aligned && span > 1) {
     uint64_t starts = 0;
     for (unsigned p = 0; p < FTM_ARENA_SLICES; p += span) starts |= (uint64_t)1 << p;
     x &= starts;
   }
-  if (x == 0) return -1;
-  uint64_t warm = x & dirty;
-  return __builtin_ctzll(warm ? warm : x);
+  return x;
+}
+static int ftm__find_run(uint64_t f, uint64_t dirty, unsigned span, bool aligned) {
+  uint64_t warm = ftm__run_starts(f & dirty, span, aligned); /* wholly resident runs */
+  if (warm) return __builtin_ctzll(warm);
+  uint64_t x = ftm__run_starts(f, span, aligned);
+  return x ? __builtin_ctzll(x) : -1;
 }
 
 /* Claim `span` free slices in arena ai; the pool descriptor of the first
@@ -64,6 +68,7 @@ static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span, bool aligned)
      * descriptor happen-before ours */
     if (ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m)) {
       ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
+      ftm_atomic_fetch_and_relaxed(&a->xdirty_old, ~m);
       if (!ftm_atomic_load_relaxed(&a->xhdr_dirty)) ftm_atomic_store_relaxed(&a->xhdr_dirty, 1);
       ftm__pool *pool = ftm__arena_desc(base, (unsigned)first);
       memset(pool, 0, offsetof(ftm__pool, xstack_next));
@@ -122,7 +127,8 @@ void ftm__arena_pool_free(ftm__pool *pool) {
   ftm_atomic_store_relaxed(&pool->xheap, NULL);
   ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
   ftm_atomic_fetch_or_relaxed(&a->xdirty, m);
-  int64_t expire = ftm__clock_ms() + ftm__option(FTM_OPTION_PURGE_DELAY);
+  int64_t now = ftm__clock_ms(), expire = now + ftm__option(FTM_OPTION_PURGE_DELAY);
+  ftm_atomic_store_relaxed(&a->xlast_free, now);
   int64_t cur = ftm_atomic_load_relaxed(&a->xpurge_at);
   if (cur == 0) ftm_atomic_cas_strong_acq_rel(&a->xpurge_at, &cur, expire);
   /* release: pairs with the acquire CAS of the next claimer */
@@ -140,10 +146,16 @@ static void ftm__purge_runs(char *base, uint64_t m) {
   }
 }
 
-/* Purge the dirty free slices of every arena whose delay has passed (all of
- * them if force).  Returns the earliest expiry still pending (0: none). */
+/* Purge passes, at most one per arena per purge delay.  A pass purges the
+ * free slices that were already dirty at the previous pass (xdirty_old) —
+ * or all dirty slices if the arena saw no free for a whole delay — then
+ * ages: what is dirty now becomes old.  So a slice is returned between
+ * one and two delays after it was freed, and slices freed just before a
+ * pass are not purged by it (a busy arena keeps reusing warm slices).
+ * force purges every dirty free slice now.  Returns the earliest pass still
+ * pending (0: none). */
 size_t ftm__arena_purge(int64_t now, bool force) {
-  int64_t next = 0;
+  int64_t next = 0, delay = ftm__option(FTM_OPTION_PURGE_DELAY);
   uint32_t n = ftm_atomic_load_acquire(&ftm__arena_count);
   if (n > FTM_MAX_ARENAS) n = FTM_MAX_ARENAS;
   for (uint32_t ai = 0; ai < n; ai++) {
@@ -155,29 +167,33 @@ size_t ftm__arena_purge(int64_t now, bool force) {
     if (dirty == 0 && !hdr) continue;
     int64_t at = ftm_atomic_load_relaxed(&a->xpurge_at);
     if (at == 0) { /* dirty but unscheduled (a race with a reset): schedule */
-      at = now + ftm__option(FTM_OPTION_PURGE_DELAY);
+      at = now + delay;
       ftm_atomic_store_relaxed(&a->xpurge_at, at);
     }
     if (!force && at > now) {
       if (next == 0 || at < next) next = at;
       continue;
     }
-    ftm_atomic_store_relaxed(&a->xpurge_at, 0);
-    /* claim every free dirty slice, purge, give back */
+    /* claim the old dirty free slices (all of them if nothing was freed
+     * for a whole delay), purge, give back */
+    bool idle = now >= ftm_atomic_load_relaxed(&a->xlast_free) + delay;
+    uint64_t target = force || idle ? dirty : ftm_atomic_load_relaxed(&a->xdirty_old);
     uint64_t f = ftm_atomic_load_relaxed(&a->xfree);
     uint64_t m;
     do {
-      m = f & ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK;
+      m = f & target & FTM_ARENA_DATA_MASK;
       if (m == 0) break;
       /* acq_rel: acquire pairs with the release fetch_or of pool_free */
     } while (!ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m));
     if (m) {
       ftm__purge_runs(base, m);
       ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
+      ftm_atomic_fetch_and_relaxed(&a->xdirty_old, ~m);
       ftm_atomic_fetch_or_release(&a->xfree, m); /* pairs with claimers' acquire */
     }
-    /* an arena with every data slice free also drops its descriptor pages */
-    if (hdr) {
+    /* an arena with every data slice free and clean also drops its
+     * descriptor pages */
+    if (hdr && (ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK) == 0) {
       uint64_t all = FTM_ARENA_DATA_MASK;
       if (ftm_atomic_cas_strong_acq_rel(&a->xfree, &all, 0)) {
         ftm_atomic_store_relaxed(&a->xhdr_dirty, 0);
@@ -186,12 +202,13 @@ size_t ftm__arena_purge(int64_t now, bool force) {
         ftm_atomic_fetch_or_release(&a->xfree, FTM_ARENA_DATA_MASK);
       }
     }
-    /* dirtied again meanwhile: reschedule (the freer saw a nonzero expiry) */
-    if ((ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK) != 0) {
-      int64_t zero = 0, again = now + ftm__option(FTM_OPTION_PURGE_DELAY);
-      ftm_atomic_cas_strong_acq_rel(&a->xpurge_at, &zero, again);
-      if (next == 0 || again < next) next = again;
-    }
+    /* age what is left; a stale old bit on a slice claimed meanwhile only
+     * makes that slice's next purge early */
+    uint64_t left = ftm_atomic_load_relaxed(&a->xdirty) & ftm_atomic_load_relaxed(&a->xfree);
+    ftm_atomic_store_relaxed(&a->xdirty_old, left);
+    bool again = left != 0 || ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0;
+    ftm_atomic_store_relaxed(&a->xpurge_at, again ? now + delay : 0);
+    if (again && (next == 0 || now + delay < next)) next = now + delay;
   }
   return (size_t)next;
 }

@@ -35,18 +35,75 @@ static void ftm__large_unmap(ftm__pool *d) {
   ftm_atomic_fetch_add_relaxed(&ftm__os_purges, 1);
 }
 
-/* A cached mapping of at least `len` bytes and not much more; NULL if none. */
+/* Resize mapping d to len bytes: shrink by unmapping its tail, grow by
+ * moving its pages (mremap) into a fresh reservation aligned like the old
+ * one, so resident pages stay resident.  Returns the (possibly moved)
+ * descriptor, or NULL with d unchanged. */
+static ftm__pool *ftm__large_remap(ftm__pool *d, size_t len, size_t base_align) {
+  size_t old_len = d->map_size;
+  if (len == old_len) return d;
+  if (len < old_len) {
+    char *tail = (char *)d + len;
+    ftm__pagemap_set(tail, old_len - len, NULL);
+    ftm__os_unmap(tail, old_len - len);
+    d->map_size = len;
+    return d;
+  }
+  void *dst = ftm__os_map_aligned(len, base_align);
+  if (dst == NULL) return NULL;
+  void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+  if (r == MAP_FAILED) {
+    ftm__os_unmap(dst, len);
+    return NULL;
+  }
+  ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, old_len); /* the old range is gone */
+  ftm__pagemap_set(d, old_len, NULL);
+  d = r;
+  d->map_size = len;
+  if (!ftm__pagemap_set(d, len, d)) ftm__fatal("ftmem: page map could not grow for a large block\n");
+  return d;
+}
+
+static ftm__pool *ftm__large_cache_claim(unsigned i) {
+  /* acquire: pairs with the release CAS that cached it */
+  return ftm_atomic_exchange_acq_rel(&ftm__large_cache[i], NULL);
+}
+
+static void ftm__large_cache_return(unsigned i, ftm__pool *d) {
+  ftm__pool *empty = NULL;
+  if (!ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) ftm__large_unmap(d);
+}
+
+/* A cached mapping of at least `len` bytes: the best fit at least that
+ * large (kept whole unless it is over 8 times larger: unmapping resident
+ * pages only to fault them in again later costs more), else the largest
+ * smaller one grown by moving its pages.  Either way most of its pages are still resident, so
+ * the block costs no page faults for them.  NULL if the cache is empty. */
 static ftm__pool *ftm__large_cache_take(size_t len) {
-  for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
-    size_t have = ftm_atomic_load_relaxed(&ftm__large_cache_len[i]);
-    if (have < len || have > 2 * len) continue;
-    /* acquire: pairs with the release CAS that cached it */
-    ftm__pool *d = ftm_atomic_exchange_acq_rel(&ftm__large_cache[i], NULL);
-    if (d == NULL) continue;
-    if (d->map_size >= len && d->map_size <= 2 * len) return d;
-    /* the hint was stale: put it back, or drop it */
-    ftm__pool *empty = NULL;
-    if (!ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) ftm__large_unmap(d);
+  for (int attempt = 0; attempt < 4; attempt++) {
+    int fit = -1, grow = -1;
+    size_t fit_len = SIZE_MAX, grow_len = 0;
+    for (unsigned i = 0; i < FTM_LARGE_SLOTS; i++) {
+      if (ftm_atomic_load_relaxed(&ftm__large_cache[i]) == NULL) continue;
+      size_t have = ftm_atomic_load_relaxed(&ftm__large_cache_len[i]); /* a hint */
+      if (have >= len && have < fit_len) fit = (int)i, fit_len = have;
+      if (have < len && have > grow_len) grow = (int)i, grow_len = have;
+    }
+    int pick = fit >= 0 ? fit : grow;
+    if (pick < 0) return NULL;
+    ftm__pool *d = ftm__large_cache_claim((unsigned)pick);
+    if (d == NULL) continue; /* another thread took it */
+    if (d->map_size > 8 * len) {
+      d = ftm__large_remap(d, 8 * len, FTM_SLICE_SIZE); /* bound the waste */
+    } else if (d->map_size < len) {
+      ftm__pool *g = ftm__large_remap(d, len, FTM_SLICE_SIZE);
+      if (g == NULL) {
+        ftm__large_cache_return((unsigned)pick, d);
+        return NULL;
+      }
+      d = g;
+    }
+    return d;
   }
   return NULL;
 }
@@ -170,31 +227,12 @@ void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
   size_t len = ftm__align_up(offset + size, FTM_SLICE_SIZE);
   size_t old_user = d->user_size;
   if (len == d->map_size) return p;
-  if (len < d->map_size) {
-    /* shrink in place: drop the tail slices */
-    char *tail = (char *)d + len;
-    size_t cut = d->map_size - len;
-    ftm__pagemap_set(tail, cut, NULL);
-    ftm__os_unmap(tail, cut);
-    d->map_size = len;
-  } else {
-    size_t base_align = offset > FTM_SLICE_SIZE ? offset & -offset : FTM_SLICE_SIZE;
-    if (base_align < FTM_SLICE_SIZE) base_align = FTM_SLICE_SIZE;
-    void *dst = ftm__os_map_aligned(len, base_align);
-    if (dst == NULL) return NULL;
-    size_t old_len = d->map_size;
-    void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
-    if (r == MAP_FAILED) {
-      ftm__os_unmap(dst, len);
-      return NULL;
-    }
-    ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, old_len); /* the old range is gone */
-    ftm__pagemap_set(d, old_len, NULL);
-    d = r;
-    d->map_size = len;
-    if (!ftm__pagemap_set(d, len, d)) ftm__fatal("ftmem: page map could not grow for realloc\n");
-    d->user = (char *)d + offset;
-  }
+  size_t base_align = offset > FTM_SLICE_SIZE ? offset & -offset : FTM_SLICE_SIZE;
+  if (base_align < FTM_SLICE_SIZE) base_align = FTM_SLICE_SIZE;
+  ftm__pool *g = ftm__large_remap(d, len, base_align); /* shrink or move */
+  if (g == NULL) return NULL;
+  d = g;
+  d->user = (char *)d + offset;
   d->user_size = d->map_size - offset;
   d->start = d->user;
   ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);

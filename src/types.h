@@ -128,9 +128,11 @@ typedef struct ftm__arena_s {
   _Atomic(char *) xbase;     /* NULL until reserved */
   _Atomic uint64_t xfree;    /* bit i: slice i is free */
   _Atomic uint64_t xdirty;   /* bit i: free slice i may hold resident pages */
-  _Atomic int64_t xpurge_at; /* ms: dirty slices may be purged from then */
+  _Atomic uint64_t xdirty_old; /* the dirty slices that were already dirty at the last pass */
+  _Atomic int64_t xpurge_at; /* ms: next purge pass of this arena */
+  _Atomic int64_t xlast_free; /* ms: when a slice was last freed */
   _Atomic uint32_t xhdr_dirty; /* descriptor slice holds resident pages */
-  char pad[64 - 8 * 4 - 4];
+  char pad[64 - 8 * 6 - 4];
 } ftm__arena;
 _Static_assert(sizeof(ftm__arena) == 64, "one arena record a cache line");
 
