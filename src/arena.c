@@ -44,11 +44,16 @@ static uint64_t ftm__run_starts(uint64_t f, unsigned span, bool aligned) {
   }
   return x;
 }
+/* Single slices are taken from the low end of an arena and longer runs
+ * from the high end, so scattered small pools do not break up the runs. */
+static int ftm__pick(uint64_t x, unsigned span) {
+  return span == 1 ? __builtin_ctzll(x) : 63 - __builtin_clzll(x);
+}
 static int ftm__find_run(uint64_t f, uint64_t dirty, unsigned span, bool aligned) {
   uint64_t warm = ftm__run_starts(f & dirty, span, aligned); /* wholly resident runs */
-  if (warm) return __builtin_ctzll(warm);
+  if (warm) return ftm__pick(warm, span);
   uint64_t x = ftm__run_starts(f, span, aligned);
-  return x ? __builtin_ctzll(x) : -1;
+  return x ? ftm__pick(x, span) : -1;
 }
 
 /* Claim `span` free slices in arena ai; the pool descriptor of the first

@@ -169,8 +169,20 @@ static void ftm__heap_pool_free(ftm__heap *heap, ftm__pool *pool) {
 void ftm__heap_retire(ftm__heap *heap, ftm__pool *pool) {
   ftm__pool_queue *q = &heap->queues[pool->cls];
   /* keep the only small pool of a class: a thread that frees its last
-   * block and allocates again must not bounce a pool through the arena */
-  if (q->first == pool && pool->next == NULL && pool->span == 1) return;
+   * block and allocates again must not bounce a pool through the arena.
+   * If much of it was carved, give its pages back and carve it afresh
+   * later: a thread that drained a big pool and went idle must not hold
+   * it resident (this happens at most once per drain; the ping-pong case
+   * above keeps a barely carved pool and never gets here again). */
+  if (q->first == pool && pool->next == NULL && pool->span == 1) {
+    if ((size_t)ftm_atomic_load_relaxed(&pool->xcapacity) * pool->block_size > 16384 &&
+        ftm_rl_flags(&pool->thread_free) == 0) {
+      pool->free = pool->local_free = NULL;
+      ftm_atomic_store_relaxed(&pool->xcapacity, 0);
+      ftm__os_purge(pool->start, FTM_SLICE_SIZE);
+    }
+    return;
+  }
   if (ftm_rl_flags(&pool->thread_free) & FTM_RL_NOTIFYING) return; /* on the notify stack */
   ftm__heap_pool_free(heap, pool);
   ftm__purge_maybe_start(); /* a program that only frees from now on still purges */

@@ -19,10 +19,11 @@ const uint32_t ftm__class_size[FTM_CLASSES] = {
     FTM_M4(32), FTM_M4(36), FTM_M4(40), FTM_M4(44), FTM_M4(48), FTM_M4(52), FTM_M4(56), FTM_M4(60)};
 _Static_assert(FTM_MED(32) == 640 && FTM_MED(35) == 1024 && FTM_MED(63) == 131072, "medium classes");
 
-/* Slices per pool: at least 8 blocks per pool. */
+/* Slices per pool: at least 8 blocks per pool up to 32 KiB blocks, at
+ * least 4 above (a 512 KiB pool for 128 KiB blocks). */
 unsigned ftm__pool_span(unsigned cls) {
   uint32_t bs = ftm__class_size[cls];
-  return bs <= 8192 ? 1 : bs <= 32768 ? 4 : 16;
+  return bs <= 8192 ? 1 : bs <= 32768 ? 4 : 8;
 }
 
 void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {

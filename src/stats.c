@@ -56,7 +56,7 @@ FTM_API void ftm_stats_get(ftm_stats_t *out) {
   ftm__arena_counts(&fr, &di, &us);
   out->allocated += lbytes;
   out->large_count = lm > lf ? lm - lf : 0;
-  out->pools = us; /* slices in use; a pool is 1, 4 or 16 of them */
+  out->pools = us; /* slices in use; a pool is 1, 4 or 8 of them */
   out->active = (size_t)us * FTM_SLICE_SIZE + lbytes;
   out->dirty = (size_t)di * FTM_SLICE_SIZE + cached_bytes;
   out->committed = out->active + out->dirty;

@@ -6,7 +6,7 @@
  *           other 63 are handed out as pools.  Arenas are reserved once and
  *           never unmapped (their free slices are purged instead), so a
  *           descriptor address stays readable forever.
- *   pool    1, 4 or 16 contiguous slices serving blocks of one size class
+ *   pool    1, 4 or 8 contiguous slices serving blocks of one size class
  *           (pymalloc's pool, mimalloc's page).  Owned by one heap at a time.
  *   block   what malloc returns; a free block's first word links it into
  *           one of its pool's three free lists.
