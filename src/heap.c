@@ -145,7 +145,8 @@ static void ftm__heap_unfull(ftm__heap *heap, ftm__pool *pool) {
 }
 
 static void ftm__heap_drain_notify(ftm__heap *heap) {
-  if (CK_STACK_ISEMPTY(&heap->notify)) return;
+  /* ck_pr_load: CK_STACK_ISEMPTY is a plain read, racing with pushers */
+  if (ck_pr_load_ptr(&heap->notify.head) == NULL) return;
   ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&heap->notify);
   while (e != NULL) {
     ck_stack_entry_t *next = e->next;

@@ -18,7 +18,7 @@
 static _Atomic int64_t ftm__purge_next;   /* earliest pending expiry, ms (0: none) */
 static _Atomic int ftm__purging;          /* 1 while one thread purges */
 static _Atomic uint32_t ftm__purge_seq;   /* futex word: bumped when dirt appears */
-static _Atomic int ftm__purger_state;     /* 0 none, 1 wanted, 2 running */
+static _Atomic int ftm__purger_state;     /* 0 none, 1 wanted, 2 running, 3 never (fork child) */
 
 static void ftm__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t ms) {
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -130,8 +130,11 @@ void ftm__purge_tick(void) {
 void ftm__purge_prefork(void) {
   while (!ftm__purge_trylock()) sched_yield();
 }
+/* The child of a fork gets no purger: it would be a thread nobody asked
+ * for in a process that often only execs (and starting threads in the
+ * child of a multithreaded parent is what ThreadSanitizer refuses).  Slow
+ * paths still tick the purge in the child; ftm_collect purges on demand. */
 void ftm__purge_postfork(bool child) {
-  if (child && ftm_atomic_load_relaxed(&ftm__purger_state) == 2)
-    ftm_atomic_store_relaxed(&ftm__purger_state, 1); /* restarted lazily */
+  if (child) ftm_atomic_store_relaxed(&ftm__purger_state, 3);
   ftm__purge_unlock();
 }
