@@ -478,4 +478,25 @@ void ftm__heap_collect(ftm__heap *heap, bool force) {
   }
 }
 
+/* In the child of a fork only this thread exists: a remote freer that was
+ * between its FULL->NOTIFYING CAS and its push onto our notify stack is
+ * gone, so its pool would stay NOTIFYING (never reused, and our exit would
+ * wait for it for ever).  Finish its work: unpark such pools. */
+void ftm__heap_postfork_child(void) {
+  ftm__heap *heap = ftm__heap_get();
+  if (heap == &ftm__heap_empty) return;
+  ftm__heap_drain_notify(heap);
+  for (ftm__pool *p = heap->full.first; p;) {
+    ftm__pool *next = p->next;
+    if (ftm_rl_flags(&p->thread_free) & FTM_RL_NOTIFYING) {
+      ftm_rl_clear_flags_local(&p->thread_free, FTM_RL_NOTIFYING);
+      ftm__heap_unfull(heap, p);
+    }
+    p = next;
+  }
+  for (unsigned c = 0; c < FTM_CLASSES; c++)
+    for (ftm__pool *p = heap->queues[c].first; p; p = p->next)
+      ftm_rl_clear_flags_local(&p->thread_free, FTM_RL_NOTIFYING);
+}
+
 uint64_t ftm__orphan_free_count(unsigned cls) { return ftm_atomic_load_relaxed(&ftm__orphan_free[cls]); }

@@ -17,7 +17,10 @@ static __thread bool ftm__in_init;
 
 static void ftm__prefork(void) { ftm__purge_prefork(); }
 static void ftm__postfork_parent(void) { ftm__purge_postfork(false); }
-static void ftm__postfork_child(void) { ftm__purge_postfork(true); }
+static void ftm__postfork_child(void) {
+  ftm__heap_postfork_child();
+  ftm__purge_postfork(true);
+}
 
 void ftm__init_slow(void) {
   int expect = 0;

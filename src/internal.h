@@ -116,6 +116,7 @@ ftm_internal void ftm__heap_collect(ftm__heap *heap, bool force);
 ftm_internal void ftm__heap_thread_done(void *heap);
 ftm_internal size_t ftm__abandoned_sweep(void);
 ftm_internal uint64_t ftm__orphan_free_count(unsigned cls);
+ftm_internal void ftm__heap_postfork_child(void);
 
 /* ---- Large blocks (large.c) ---------------------------------------------- */
 ftm_internal void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align);

@@ -51,13 +51,16 @@ static ftm__pool *ftm__large_remap(ftm__pool *d, size_t len, size_t base_align) 
   }
   void *dst = ftm__os_map_aligned(len, base_align);
   if (dst == NULL) return NULL;
+  /* clear our entries first: once mremap returns, another thread may map
+   * the old range and set entries there that we must not wipe */
+  ftm__pagemap_set(d, old_len, NULL);
   void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
   if (r == MAP_FAILED) {
+    ftm__pagemap_set(d, old_len, d); /* cannot fail: the leaves exist */
     ftm__os_unmap(dst, len);
     return NULL;
   }
   ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, old_len); /* the old range is gone */
-  ftm__pagemap_set(d, old_len, NULL);
   d = r;
   d->map_size = len;
   if (!ftm__pagemap_set(d, len, d)) ftm__fatal("ftmem: page map could not grow for a large block\n");
@@ -114,9 +117,12 @@ static bool ftm__large_cache_put(ftm__pool *d) {
   for (unsigned i = 0; i < slots; i++) {
     if (ftm_atomic_load_relaxed(&ftm__large_cache[i]) != NULL) continue;
     ftm__pool *empty = NULL;
-    ftm_atomic_store_relaxed(&ftm__large_cache_len[i], d->map_size);
+    size_t len = d->map_size; /* read before publishing: d is the taker's after */
     /* release: the descriptor's fields are visible to the taker */
-    if (ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) return true;
+    if (ftm_atomic_cas_strong_acq_rel(&ftm__large_cache[i], &empty, d)) {
+      ftm_atomic_store_relaxed(&ftm__large_cache_len[i], len); /* a hint; takers re-check */
+      return true;
+    }
   }
   return false;
 }

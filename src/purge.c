@@ -8,6 +8,7 @@
  * One purge runs at a time (a try-flag, not a lock: others skip it).
  */
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -61,8 +62,10 @@ static void ftm__purge_locked(bool force) {
   if (ftm_atomic_load_relaxed(&ftm__abandoned_count) != 0) ftm__abandoned_sweep();
   int64_t a = (int64_t)ftm__arena_purge(now, force);
   int64_t l = (int64_t)ftm__large_purge(now, force);
-  if (a) ftm__purge_next_min(a);
-  if (l) ftm__purge_next_min(l);
+  /* note_dirty, not next_min: the exchange above may have let the purger
+   * go to sleep without a timeout, and note_dirty wakes it */
+  if (a) ftm__purge_note_dirty(a);
+  if (l) ftm__purge_note_dirty(l);
 }
 
 void ftm__purge_now(bool force) {
@@ -82,7 +85,12 @@ static void *ftm__purger_main(void *arg) {
     int64_t next = ftm_atomic_load_relaxed(&ftm__purge_next);
     int64_t now = ftm__clock_ms();
     if (next != 0 && next <= now) {
-      ftm__purge_now(false);
+      if (!ftm__purge_trylock()) { /* another purge (or a fork) holds it */
+        sched_yield();
+        continue;
+      }
+      ftm__purge_locked(false);
+      ftm__purge_unlock();
       continue;
     }
     /* nothing due: sleep until the earliest expiry, or until dirt appears */
