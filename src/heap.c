@@ -292,48 +292,40 @@ size_t ftm__abandoned_sweep(void) {
 
 /* ---- the malloc slow path ---------------------------------------------------- */
 
+/* Can pool (in its class queue) serve a malloc now?  If so it becomes
+ * first in its queue; if it has nothing free it is parked on the full
+ * queue (unless a remote free just arrived, which makes it usable). */
+static bool ftm__heap_try_pool(ftm__heap *heap, ftm__pool *pool) {
+  ftm__pool_collect(pool);
+  if (pool->free == NULL && !ftm__pool_extend(pool)) {
+    if (ftm_rl_set_full_local(&pool->thread_free)) {
+      ftm__queue_remove(&heap->queues[pool->cls], pool);
+      ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
+      pool->in_full = 1;
+      ftm__queue_push_back(&heap->full, pool);
+      ftm__heap_update_direct(heap, pool->cls);
+      return false;
+    }
+    ftm__pool_collect(pool); /* the word was not 0: a remote free arrived */
+    if (pool->free == NULL) return false;
+  }
+  ftm__heap_make_first(heap, pool);
+  return true;
+}
+
 /* A pool of class cls with a free block, first in its queue; NULL + ENOMEM. */
 static ftm__pool *ftm__heap_find_pool(ftm__heap *heap, unsigned cls) {
   ftm__pool_queue *q = &heap->queues[cls];
   for (ftm__pool *pool = q->first; pool != NULL;) {
     ftm__pool *next = pool->next;
-    ftm__pool_collect(pool);
-    if (pool->free != NULL || ftm__pool_extend(pool)) {
-      ftm__heap_make_first(heap, pool);
-      return pool;
-    }
-    /* nothing free: park it until a free arrives */
-    if (ftm_rl_set_full_local(&pool->thread_free)) {
-      ftm__queue_remove(q, pool);
-      ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
-      pool->in_full = 1;
-      ftm__queue_push_back(&heap->full, pool);
-      ftm__heap_update_direct(heap, cls);
-    } else {
-      ftm__pool_collect(pool); /* a remote free just arrived */
-      if (pool->free != NULL) {
-        ftm__heap_make_first(heap, pool);
-        return pool;
-      }
-    }
+    if (ftm__heap_try_pool(heap, pool)) return pool;
     pool = next;
   }
   /* pools exited threads left behind */
   for (int tries = 0; tries < 8; tries++) {
     ftm__pool *pool = ftm__heap_adopt(heap, cls);
     if (pool == NULL) break;
-    ftm__pool_collect(pool);
-    if (pool->free != NULL || ftm__pool_extend(pool)) {
-      ftm__heap_make_first(heap, pool);
-      return pool;
-    }
-    if (ftm_rl_set_full_local(&pool->thread_free)) {
-      ftm__queue_remove(q, pool);
-      ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
-      pool->in_full = 1;
-      ftm__queue_push_back(&heap->full, pool);
-      ftm__heap_update_direct(heap, cls);
-    }
+    if (ftm__heap_try_pool(heap, pool)) return pool;
   }
   /* a fresh pool */
   unsigned span = ftm__pool_span(cls);
