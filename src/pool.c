@@ -43,7 +43,7 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->key = key;
 }
 
-/* Carve the next blocks (16 KiB worth, at least one) into the empty free
+/* Carve the next blocks (a page, then 16 KiB worth; at least one) into the empty free
  * list.  False when the pool is fully carved. */
 bool ftm__pool_extend(ftm__pool *pool) {
   ftm_assert(pool->free == NULL);
@@ -51,7 +51,9 @@ bool ftm__pool_extend(ftm__pool *pool) {
   uint32_t left = pool->reserved - cap;
   if (left == 0) return false;
   uint32_t bs = pool->block_size;
-  uint32_t n = 16384 / bs;
+  /* a page at first, then 16 KiB at a time: a class used a few times
+   * touches one page, a busy one takes the slow path rarely */
+  uint32_t n = (cap == 0 ? 4096 : 16384) / bs;
   if (n == 0) n = 1;
   if (n > left) n = left;
   char *first = pool->start + (size_t)cap * bs;
