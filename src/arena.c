@@ -168,7 +168,9 @@ size_t ftm__arena_purge(int64_t now, bool force) {
     char *base = ftm_atomic_load_acquire(&a->xbase);
     if (base == NULL) continue;
     uint64_t dirty = ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK;
-    bool hdr = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0;
+    /* descriptor pages are worth a pass only once every data slice is free */
+    bool hdr = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0 &&
+               (ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK) == FTM_ARENA_DATA_MASK;
     if (dirty == 0 && !hdr) continue;
     int64_t at = ftm_atomic_load_relaxed(&a->xpurge_at);
     if (at == 0) { /* dirty but unscheduled (a race with a reset): schedule */
@@ -211,7 +213,13 @@ size_t ftm__arena_purge(int64_t now, bool force) {
      * makes that slice's next purge early */
     uint64_t left = ftm_atomic_load_relaxed(&a->xdirty) & ftm_atomic_load_relaxed(&a->xfree);
     ftm_atomic_store_relaxed(&a->xdirty_old, left);
-    bool again = left != 0 || ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0;
+    /* come back while dirty slices remain, or while the descriptor pages
+     * could be dropped (every data slice free) — not merely because they
+     * are resident under pools in use: that would wake the purger every
+     * delay for ever in an idle process */
+    bool hdr_purgeable = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0 &&
+                         (ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK) == FTM_ARENA_DATA_MASK;
+    bool again = left != 0 || hdr_purgeable;
     ftm_atomic_store_relaxed(&a->xpurge_at, again ? now + delay : 0);
     if (again && (next == 0 || now + delay < next)) next = now + delay;
   }
