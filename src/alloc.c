@@ -13,6 +13,7 @@ static inline bool ftm__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0;
 FTM_API void *ftm_malloc(size_t size) {
   ftm__heap *heap = ftm__heap_get();
   if (ftm_likely(size <= FTM_SMALL_MAX)) return ftm__malloc_small(heap, size);
+  if (ftm_likely(size <= FTM_MEDIUM_MAX)) return ftm__malloc_medium(heap, size);
   return ftm__malloc_generic(heap, size, 0);
 }
 

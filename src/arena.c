@@ -124,13 +124,9 @@ ftm__pool *ftm__arena_pool_alloc(unsigned span, bool aligned, uint32_t *hint) {
 
 /* Give a pool's slices back to its arena; they become dirty free slices,
  * purged once idle for the purge delay. */
-void ftm__arena_pool_free(ftm__pool *pool) {
-  uint32_t i = pool->index - 1;
-  ftm__arena *a = &ftm__arenas[i / FTM_ARENA_SLICES];
-  uint64_t m = ftm__run_mask(pool->span, i % FTM_ARENA_SLICES);
-  ftm__pagemap_set(pool->start, (size_t)pool->span * FTM_SLICE_SIZE, NULL);
-  ftm_atomic_store_relaxed(&pool->xheap, NULL);
-  ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
+/* Return slices `m` of arena a: they become dirty free slices, purged once
+ * idle for the purge delay. */
+static void ftm__arena_slices_free(ftm__arena *a, uint64_t m) {
   ftm_atomic_fetch_or_relaxed(&a->xdirty, m);
   int64_t now = ftm__clock_ms(), expire = now + ftm__option(FTM_OPTION_PURGE_DELAY);
   ftm_atomic_store_relaxed(&a->xlast_free, now);
@@ -139,6 +135,48 @@ void ftm__arena_pool_free(ftm__pool *pool) {
   /* release: pairs with the acquire CAS of the next claimer */
   ftm_atomic_fetch_or_release(&a->xfree, m);
   ftm__purge_note_dirty(expire);
+}
+
+/* Give a pool's slices back to its arena. */
+void ftm__arena_pool_free(ftm__pool *pool) {
+  uint32_t i = pool->index - 1;
+  ftm__pagemap_set(pool->start, (size_t)pool->span * FTM_SLICE_SIZE, NULL);
+  ftm_atomic_store_relaxed(&pool->xheap, NULL);
+  ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
+  ftm__arena_slices_free(&ftm__arenas[i / FTM_ARENA_SLICES], ftm__run_mask(pool->span, i % FTM_ARENA_SLICES));
+}
+
+/* Resize a pool in place to `span` slices: shrinking returns its tail
+ * slices, growing claims the free slices right after it (one CAS).  False
+ * if they are not free.  The caller owns the pool (a large block). */
+bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span) {
+  uint32_t i = pool->index - 1;
+  unsigned first = i % FTM_ARENA_SLICES;
+  ftm__arena *a = &ftm__arenas[i / FTM_ARENA_SLICES];
+  if (span == pool->span) return true;
+  if (span < pool->span) {
+    ftm__pagemap_set(pool->start + (size_t)span * FTM_SLICE_SIZE,
+                     (size_t)(pool->span - span) * FTM_SLICE_SIZE, NULL);
+    ftm__arena_slices_free(a, ftm__run_mask(pool->span - span, first + span));
+    pool->span = (uint8_t)span;
+    return true;
+  }
+  if (first + span > FTM_ARENA_SLICES) return false;
+  uint64_t m = ftm__run_mask(span - pool->span, first + pool->span);
+  uint64_t f = ftm_atomic_load_relaxed(&a->xfree);
+  do {
+    if ((f & m) != m) return false;
+    /* acq_rel: as in ftm__arena_try_claim */
+  } while (!ftm_atomic_cas_weak_acq_rel(&a->xfree, &f, f & ~m));
+  ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
+  ftm_atomic_fetch_and_relaxed(&a->xdirty_old, ~m);
+  size_t old = (size_t)pool->span * FTM_SLICE_SIZE;
+  pool->span = (uint8_t)span;
+  /* the leaf exists: the pool's own first slice is mapped in it or the
+   * next one, and setting can only fail to create a leaf */
+  if (!ftm__pagemap_set(pool->start + old, (size_t)span * FTM_SLICE_SIZE - old, pool))
+    ftm__fatal("ftmem: page map could not grow for realloc\n");
+  return true;
 }
 
 static void ftm__purge_runs(char *base, uint64_t m) {

@@ -26,7 +26,8 @@
 #include "internal.h"
 
 ftm__pool ftm__pool_empty;
-ftm__heap ftm__heap_empty = {.direct = {[0 ... FTM_DIRECT_N - 1] = &ftm__pool_empty}};
+ftm__heap ftm__heap_empty = {.direct = {[0 ... FTM_DIRECT_N - 1] = &ftm__pool_empty},
+                              .current = {[0 ... FTM_CLASSES - 1] = &ftm__pool_empty}};
 __thread ftm__heap *ftm__heap_tls = &ftm__heap_empty;
 static __thread bool ftm__thread_done; /* past this thread's heap destructor */
 
@@ -60,10 +61,12 @@ static void ftm__queue_push_back(ftm__pool_queue *q, ftm__pool *p) {
   q->count++;
 }
 
-/* Keep direct[] == the first pool of each small class (or the empty pool). */
+/* Keep current[] and direct[] == the first pool of each class (or the
+ * empty pool). */
 static void ftm__heap_update_direct(ftm__heap *heap, unsigned cls) {
-  if (cls >= FTM_SMALL_CLASSES) return;
   ftm__pool *p = heap->queues[cls].first ? heap->queues[cls].first : &ftm__pool_empty;
+  heap->current[cls] = p;
+  if (cls >= FTM_SMALL_CLASSES) return;
   if (cls == 0) {
     heap->direct[0] = heap->direct[1] = heap->direct[2] = p;
   } else {
@@ -106,6 +109,7 @@ static ftm__heap *ftm__heap_acquire(void) {
     idx++;
   }
   for (unsigned w = 0; w < FTM_DIRECT_N; w++) heap->direct[w] = &ftm__pool_empty;
+  for (unsigned c = 0; c < FTM_CLASSES; c++) heap->current[c] = &ftm__pool_empty;
   memset(heap->queues, 0, sizeof heap->queues);
   memset(&heap->full, 0, sizeof heap->full);
   uint32_t na = ftm_atomic_load_relaxed(&ftm__arena_count);
@@ -241,6 +245,7 @@ static void ftm__heap_abandon(ftm__heap *heap) {
   }
   memset(&heap->full, 0, sizeof heap->full);
   for (unsigned w = 0; w < FTM_DIRECT_N; w++) heap->direct[w] = &ftm__pool_empty;
+  for (unsigned c = 0; c < FTM_CLASSES; c++) heap->current[c] = &ftm__pool_empty;
 }
 
 /* Take a pool of class cls that an exited thread left; NULL if none. */

@@ -86,6 +86,7 @@ ftm_internal extern ftm__arena ftm__arenas[FTM_MAX_ARENAS];
 ftm_internal extern _Atomic uint32_t ftm__arena_count;
 ftm_internal ftm__pool *ftm__arena_pool_alloc(unsigned span, bool aligned, uint32_t *hint);
 ftm_internal void ftm__arena_pool_free(ftm__pool *pool);
+ftm_internal bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span);
 ftm_internal ftm__pool *ftm__pool_of_index(uint32_t index);
 ftm_internal size_t ftm__arena_purge(int64_t now, bool force);
 ftm_internal void ftm__arena_counts(uint64_t *free_slices, uint64_t *dirty_slices, uint64_t *used_slices);
@@ -191,6 +192,22 @@ static inline void *ftm__malloc_small(ftm__heap *heap, size_t size) {
   pool->free = ftm__block_next(pool, b);
   pool->used++;
   ftm_counter_add(&heap->stats.malloc_direct[w], 1);
+#if FTM_CHECK_DOUBLE_FREE
+  ((uintptr_t *)b)[1] = 0;
+#endif
+  return b;
+}
+
+/* Blocks of 513 B .. 128 KiB: the class by a bit scan, then the same pop
+ * from the class's current pool. */
+static inline void *ftm__malloc_medium(ftm__heap *heap, size_t size) {
+  unsigned cls = ftm__size_class(size);
+  ftm__pool *pool = heap->current[cls];
+  ftm__block *b = pool->free;
+  if (ftm_unlikely(b == NULL)) return ftm__malloc_generic(heap, size, 0);
+  pool->free = ftm__block_next(pool, b);
+  pool->used++;
+  ftm_counter_add(&heap->stats.malloc_n[cls], 1);
 #if FTM_CHECK_DOUBLE_FREE
   ((uintptr_t *)b)[1] = 0;
 #endif

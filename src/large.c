@@ -226,8 +226,16 @@ size_t ftm__large_usable(ftm__pool *d, const void *p) {
  * (the caller then copies).  The block stays valid on NULL. */
 void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
   ftm__large_check(d, p, "realloc");
-  if (d->map_size == 0) /* in arena slices: in place while it fits well */
-    return size <= d->user_size && size > d->user_size / 2 ? p : NULL;
+  if (d->map_size == 0) { /* in arena slices: resize the run in place if we can */
+    if (size > FTM_ARENA_LARGE_MAX) return NULL;
+    unsigned span = (unsigned)((size + FTM_SLICE_SIZE - 1) >> FTM_SLICE_SHIFT);
+    size_t old_user = d->user_size;
+    if (!ftm__arena_pool_resize(d, span)) return NULL;
+    d->user_size = (size_t)span * FTM_SLICE_SIZE;
+    if (d->user_size > old_user) ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);
+    else ftm_atomic_fetch_sub_relaxed(&ftm__large_live_bytes, old_user - d->user_size);
+    return p;
+  }
   size_t offset = (size_t)((char *)p - (char *)d);
   if (size > (SIZE_MAX >> 2) - offset) return NULL;
   size_t len = ftm__align_up(offset + size, FTM_SLICE_SIZE);

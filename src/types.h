@@ -143,7 +143,7 @@ _Static_assert(sizeof(ftm__arena) == 64, "one arena record a cache line");
  * anyone.  Index FTM_LARGE_CLASS counts large blocks. */
 typedef struct ftm__heap_stats_s {
   ftm_counter_t malloc_direct[FTM_DIRECT_N]; /* fast-path mallocs by 8-byte step */
-  ftm_counter_t malloc_n[FTM_CLASSES + 1];   /* slow-path mallocs by class */
+  ftm_counter_t malloc_n[FTM_CLASSES + 1];   /* other mallocs by class */
   ftm_counter_t free_n[FTM_CLASSES + 1];     /* frees by class (any pool) */
   ftm_counter_t large_bytes_in;              /* large bytes handed out */
   ftm_counter_t large_bytes_out;             /* large bytes freed */
@@ -152,6 +152,8 @@ typedef struct ftm__heap_stats_s {
 typedef struct ftm__heap_s {
   /* current pool of each small class, by (size + 7) / 8 */
   ftm__pool *direct[FTM_DIRECT_N];
+  /* current pool of each class (the medium fast path), the empty pool if none */
+  ftm__pool *current[FTM_CLASSES];
   ftm__pool_queue queues[FTM_CLASSES];
   ftm__pool_queue full;  /* pools with nothing free, parked */
   ck_stack_t notify;     /* pools a remote free took out of `full` */
