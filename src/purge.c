@@ -37,9 +37,12 @@ static void ftm__purge_next_min(int64_t at) {
 }
 
 void ftm__purge_note_dirty(int64_t expire) {
-  bool was_clean = ftm_atomic_load_relaxed(&ftm__purge_next) == 0;
+  int64_t before = ftm_atomic_load_relaxed(&ftm__purge_next);
+  bool was_clean = before == 0;
   ftm__purge_next_min(expire);
-  if (was_clean) {
+  /* wake the purger if the schedule was empty or just moved earlier: it
+   * may be asleep until a later expiry */
+  if (was_clean || expire < before) {
     ftm_atomic_fetch_add_acq_rel(&ftm__purge_seq, 1);
     int st = ftm_atomic_load_relaxed(&ftm__purger_state);
     if (st == 2) ftm__futex_wake(&ftm__purge_seq);
