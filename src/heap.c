@@ -367,14 +367,7 @@ static void *ftm__heap_malloc(ftm__heap *heap, size_t size, size_t align) {
     errno = ENOMEM;
     return NULL;
   }
-  ftm__block *b = pool->free;
-  pool->free = ftm__block_next(pool, b);
-  pool->used++;
-  ftm_counter_add(&heap->stats.malloc_n[cls], 1);
-#if FTM_CHECK_DOUBLE_FREE
-  ((uintptr_t *)b)[1] = 0;
-#endif
-  return b;
+  return ftm__pool_pop(pool, pool->free, &heap->stats.malloc_n[cls]);
 }
 
 /* Allocation by a thread that is past its heap's destructor: borrow a heap,

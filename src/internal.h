@@ -184,18 +184,23 @@ static inline uintptr_t ftm__free_mark(const ftm__pool *pool, const void *b) {
 }
 
 /* ---- Fast paths ---------------------------------------------------------- */
+/* Hand out b, the head of pool's free list (owner only), counting it. */
+static inline void *ftm__pool_pop(ftm__pool *pool, ftm__block *b, ftm_counter_t *count) {
+  pool->free = ftm__block_next(pool, b);
+  pool->used++;
+  ftm_counter_add(count, 1);
+#if FTM_CHECK_DOUBLE_FREE
+  ((uintptr_t *)b)[1] = 0; /* clear the free mark */
+#endif
+  return b;
+}
+
 static inline void *ftm__malloc_small(ftm__heap *heap, size_t size) {
   size_t w = (size + 7) >> 3;
   ftm__pool *pool = heap->direct[w];
   ftm__block *b = pool->free;
   if (ftm_unlikely(b == NULL)) return ftm__malloc_generic(heap, size, 0);
-  pool->free = ftm__block_next(pool, b);
-  pool->used++;
-  ftm_counter_add(&heap->stats.malloc_direct[w], 1);
-#if FTM_CHECK_DOUBLE_FREE
-  ((uintptr_t *)b)[1] = 0;
-#endif
-  return b;
+  return ftm__pool_pop(pool, b, &heap->stats.malloc_direct[w]);
 }
 
 /* Blocks of 513 B .. 128 KiB: the class by a bit scan, then the same pop
@@ -205,13 +210,7 @@ static inline void *ftm__malloc_medium(ftm__heap *heap, size_t size) {
   ftm__pool *pool = heap->current[cls];
   ftm__block *b = pool->free;
   if (ftm_unlikely(b == NULL)) return ftm__malloc_generic(heap, size, 0);
-  pool->free = ftm__block_next(pool, b);
-  pool->used++;
-  ftm_counter_add(&heap->stats.malloc_n[cls], 1);
-#if FTM_CHECK_DOUBLE_FREE
-  ((uintptr_t *)b)[1] = 0;
-#endif
-  return b;
+  return ftm__pool_pop(pool, b, &heap->stats.malloc_n[cls]);
 }
 
 static inline void ftm__free_fast(void *p) {
