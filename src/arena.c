@@ -31,9 +31,7 @@ ftm__pool *ftm__pool_of_index(uint32_t index) {
   return ftm__arena_desc(base, i % FTM_ARENA_SLICES);
 }
 
-/* First slice of a run of `span` free slices in bitmap f (aligned to span
- * if asked), preferring a run that starts on a dirty slice (its pages are
- * still resident: reusing it costs no page faults); -1 if none. */
+/* Bits where a run of `span` set bits of f starts (aligned to span if asked). */
 static uint64_t ftm__run_starts(uint64_t f, unsigned span, bool aligned) {
   uint64_t x = f & FTM_ARENA_DATA_MASK;
   for (unsigned i = 1; i < span && x; i++) x &= f >> i; /* x: starts of runs */
@@ -49,6 +47,9 @@ static uint64_t ftm__run_starts(uint64_t f, unsigned span, bool aligned) {
 static int ftm__pick(uint64_t x, unsigned span) {
   return span == 1 ? __builtin_ctzll(x) : 63 - __builtin_clzll(x);
 }
+/* First slice of a run of `span` free slices in bitmap f, preferring a run
+ * that is wholly dirty (its pages are still resident: reusing it costs no
+ * page faults); -1 if none. */
 static int ftm__find_run(uint64_t f, uint64_t dirty, unsigned span, bool aligned) {
   uint64_t warm = ftm__run_starts(f & dirty, span, aligned); /* wholly resident runs */
   if (warm) return ftm__pick(warm, span);
@@ -172,8 +173,9 @@ bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span) {
   ftm_atomic_fetch_and_relaxed(&a->xdirty_old, ~m);
   size_t old = (size_t)pool->span * FTM_SLICE_SIZE;
   pool->span = (uint8_t)span;
-  /* the leaf exists: the pool's own first slice is mapped in it or the
-   * next one, and setting can only fail to create a leaf */
+  /* cannot fail: an arena lies inside one page-map leaf, which exists
+   * since the pool's first slice is mapped (setting fails only when it
+   * has to create a leaf) */
   if (!ftm__pagemap_set(pool->start + old, (size_t)span * FTM_SLICE_SIZE - old, pool))
     ftm__fatal("ftmem: page map could not grow for realloc\n");
   return true;
@@ -187,6 +189,13 @@ static void ftm__purge_runs(char *base, uint64_t m) {
     ftm__os_purge(base + (size_t)first * FTM_SLICE_SIZE, (size_t)len * FTM_SLICE_SIZE);
     m &= ~ftm__run_mask(len, first);
   }
+}
+
+/* Descriptor pages are worth a purge pass only when resident and every
+ * data slice is free (only then can they be dropped). */
+static bool ftm__arena_hdr_purgeable(ftm__arena *a) {
+  return ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0 &&
+         (ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK) == FTM_ARENA_DATA_MASK;
 }
 
 /* Purge passes, at most one per arena per purge delay.  A pass purges the
@@ -206,9 +215,7 @@ size_t ftm__arena_purge(int64_t now, bool force) {
     char *base = ftm_atomic_load_acquire(&a->xbase);
     if (base == NULL) continue;
     uint64_t dirty = ftm_atomic_load_relaxed(&a->xdirty) & FTM_ARENA_DATA_MASK;
-    /* descriptor pages are worth a pass only once every data slice is free */
-    bool hdr = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0 &&
-               (ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK) == FTM_ARENA_DATA_MASK;
+    bool hdr = ftm__arena_hdr_purgeable(a);
     if (dirty == 0 && !hdr) continue;
     int64_t at = ftm_atomic_load_relaxed(&a->xpurge_at);
     if (at == 0) { /* dirty but unscheduled (a race with a reset): schedule */
@@ -255,9 +262,7 @@ size_t ftm__arena_purge(int64_t now, bool force) {
      * could be dropped (every data slice free) — not merely because they
      * are resident under pools in use: that would wake the purger every
      * delay for ever in an idle process */
-    bool hdr_purgeable = ftm_atomic_load_relaxed(&a->xhdr_dirty) != 0 &&
-                         (ftm_atomic_load_relaxed(&a->xfree) & FTM_ARENA_DATA_MASK) == FTM_ARENA_DATA_MASK;
-    bool again = left != 0 || hdr_purgeable;
+    bool again = left != 0 || ftm__arena_hdr_purgeable(a);
     ftm_atomic_store_relaxed(&a->xpurge_at, again ? now + delay : 0);
     if (again && (next == 0 || now + delay < next)) next = now + delay;
   }

@@ -83,6 +83,12 @@ static void ftm__heap_make_first(ftm__heap *heap, ftm__pool *pool) {
   ftm__heap_update_direct(heap, pool->cls);
 }
 
+/* No current pool in any class (a new or abandoned heap). */
+static void ftm__heap_clear_current(ftm__heap *heap) {
+  for (unsigned w = 0; w < FTM_DIRECT_N; w++) heap->direct[w] = &ftm__pool_empty;
+  for (unsigned c = 0; c < FTM_CLASSES; c++) heap->current[c] = &ftm__pool_empty;
+}
+
 /* ---- heaps ------------------------------------------------------------------ */
 static _Atomic uint32_t *ftm__heap_link(uint32_t index, void *ctx) {
   (void)ctx;
@@ -108,8 +114,7 @@ static ftm__heap *ftm__heap_acquire(void) {
     ftm_atomic_store_release(&ftm__heaps[idx], heap);
     idx++;
   }
-  for (unsigned w = 0; w < FTM_DIRECT_N; w++) heap->direct[w] = &ftm__pool_empty;
-  for (unsigned c = 0; c < FTM_CLASSES; c++) heap->current[c] = &ftm__pool_empty;
+  ftm__heap_clear_current(heap);
   memset(heap->queues, 0, sizeof heap->queues);
   memset(&heap->full, 0, sizeof heap->full);
   uint32_t na = ftm_atomic_load_relaxed(&ftm__arena_count);
@@ -244,8 +249,7 @@ static void ftm__heap_abandon(ftm__heap *heap) {
     p = next;
   }
   memset(&heap->full, 0, sizeof heap->full);
-  for (unsigned w = 0; w < FTM_DIRECT_N; w++) heap->direct[w] = &ftm__pool_empty;
-  for (unsigned c = 0; c < FTM_CLASSES; c++) heap->current[c] = &ftm__pool_empty;
+  ftm__heap_clear_current(heap);
 }
 
 /* Take a pool of class cls that an exited thread left; NULL if none. */

@@ -232,8 +232,8 @@ void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
     size_t old_user = d->user_size;
     if (!ftm__arena_pool_resize(d, span)) return NULL;
     d->user_size = (size_t)span * FTM_SLICE_SIZE;
-    if (d->user_size > old_user) ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);
-    else ftm_atomic_fetch_sub_relaxed(&ftm__large_live_bytes, old_user - d->user_size);
+    /* unsigned wrap-around makes a shrink a subtraction, as below */
+    ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);
     return p;
   }
   size_t offset = (size_t)((char *)p - (char *)d);
