@@ -25,6 +25,10 @@
 #define ftm_atomic_fetch_or_relaxed(p, v)  atomic_fetch_or_explicit((p), (v), memory_order_relaxed)
 #define ftm_atomic_fetch_and_acq_rel(p, v) atomic_fetch_and_explicit((p), (v), memory_order_acq_rel)
 #define ftm_atomic_fetch_and_relaxed(p, v) atomic_fetch_and_explicit((p), (v), memory_order_relaxed)
+/* seq_cst: only for Dekker-style handshakes (store one flag, load another) */
+#define ftm_atomic_load_seq_cst(p)      atomic_load_explicit((p), memory_order_seq_cst)
+#define ftm_atomic_store_seq_cst(p, v)  atomic_store_explicit((p), (v), memory_order_seq_cst)
+#define ftm_atomic_fetch_add_seq_cst(p, v) atomic_fetch_add_explicit((p), (v), memory_order_seq_cst)
 /* weak CAS; on failure *expected is reloaded with the given failure order */
 #define ftm_atomic_cas_weak_acq_rel(p, e, d) \
   atomic_compare_exchange_weak_explicit((p), (e), (d), memory_order_acq_rel, memory_order_acquire)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "object_internal.h"
 
 _Atomic int ftm__init_state;
 pthread_key_t ftm__thread_key;
@@ -19,6 +19,7 @@ static void ftm__prefork(void) { ftm__purge_prefork(); }
 static void ftm__postfork_parent(void) { ftm__purge_postfork(false); }
 static void ftm__postfork_child(void) {
   ftm__heap_postfork_child();
+  ftm__tstate_postfork_child();
   ftm__purge_postfork(true);
 }
 

@@ -1,0 +1,111 @@
+/* deferred.c — deferred reference counting for hot shared objects (types,
+ * functions, module constants of a runtime).
+ *
+ * A deferred object has ob_ref_local == FTM_REF_DEFERRED and a slot number
+ * in ob_deferred.  Every thread counts its increments and decrements of it
+ * in its own array (tstate->dcounts[slot]: a plain add, no shared cache
+ * line), and adds them to ob_ref_shared when it flushes: at detach, at
+ * exit, at ftm_thread_flush, and at a safepoint after a flush request.
+ * While deferred the object holds one extra "pin" reference in
+ * ob_ref_shared, so it cannot die however the per-thread counts go.
+ *
+ * ftm_clear_deferred: (1) ob_ref_local := 0 (the object is MERGED since
+ * ftm_set_deferred, so new increments go to ob_ref_shared); (2) the flush
+ * handshake (tstate.c) makes every thread add what it counted for the slot
+ * — including increments by threads that read FTM_REF_DEFERRED just before
+ * (1); (3) drop the pin; the slot is free for reuse once every count for it
+ * is zero, which (2) ensured.
+ */
+#include <string.h>
+
+#include "object_internal.h"
+
+#define FTM_DEFERRED_SLOTS 65536u
+
+_Atomic(ftm_object *) ftm__deferred_objs[FTM_DEFERRED_SLOTS];
+static _Atomic uint32_t ftm__deferred_next = 1; /* slot 0 = not deferred */
+static _Atomic uint32_t ftm__deferred_link[FTM_DEFERRED_SLOTS];
+static ftm_tstack_t ftm__deferred_free;
+
+static _Atomic uint32_t *ftm__deferred_link_of(uint32_t index, void *ctx) {
+  (void)ctx;
+  return &ftm__deferred_link[index];
+}
+
+static uint32_t ftm__deferred_slot_alloc(void) {
+  uint32_t idx = ftm_tstack_pop_mpmc(&ftm__deferred_free, ftm__deferred_link_of, NULL);
+  if (idx != 0) return idx;
+  idx = ftm_atomic_fetch_add_relaxed(&ftm__deferred_next, 1);
+  if (idx >= FTM_DEFERRED_SLOTS) {
+    ftm_atomic_fetch_sub_relaxed(&ftm__deferred_next, 1);
+    return 0;
+  }
+  return idx;
+}
+
+void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx) {
+  uint32_t cap = ts->dcap ? ts->dcap : 64;
+  while (cap <= idx) cap *= 2;
+  if (cap > FTM_DEFERRED_SLOTS) cap = FTM_DEFERRED_SLOTS;
+  int64_t *n = ftm_realloc(ts->dcounts, cap * sizeof *n);
+  if (n == NULL) ftm__fatal("ftmem: out of memory growing deferred counts\n");
+  memset(n + ts->dcap, 0, (cap - ts->dcap) * sizeof *n);
+  ts->dcounts = n;
+  ts->dcap = cap;
+}
+
+/* Add this thread's counts to their objects. */
+void ftm__deferred_flush(ftm__tstate *ts) {
+  if (!ts->dany) return;
+  ts->dany = false;
+  for (uint32_t i = 1; i < ts->dcap; i++) {
+    int64_t d = ts->dcounts[i];
+    if (d == 0) continue;
+    ts->dcounts[i] = 0;
+    /* acquire: pairs with ftm_set_deferred's release store of the slot */
+    ftm_object *o = ftm_atomic_load_acquire(&ftm__deferred_objs[i]);
+    if (o == NULL) ftm__fatal("ftmem: deferred count for an unused slot %u\n", i);
+    /* acq_rel: as every change of ob_ref_shared (refcount.c); the pin
+     * keeps the count positive, so this never frees */
+    ftm_atomic_fetch_add_acq_rel(&o->ob_ref_shared, (int32_t)(d * (1 << FTM_REF_SHARED_SHIFT)));
+  }
+}
+
+int ftm_set_deferred(ftm_object *o) {
+  uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (l == FTM_REF_DEFERRED || l == FTM_REF_IMMORTAL) return 0;
+  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
+  if (tid != 0 && tid != ftm__tid) {
+    errno = EPERM; /* only the owner may fold ob_ref_local */
+    return -1;
+  }
+  (void)ftm__tstate_get();
+  uint32_t idx = ftm__deferred_slot_alloc();
+  if (idx == 0) {
+    errno = ENOSPC;
+    return -1;
+  }
+  /* release: flushes by other threads (acquire) find the object */
+  ftm_atomic_store_release(&ftm__deferred_objs[idx], o);
+  ftm__merge(o, 1); /* fold the owner's count in, plus the pin */
+  ftm_atomic_store_relaxed(&o->ob_deferred, (uint16_t)idx);
+  /* release: a thread that reads DEFERRED also reads ob_deferred */
+  ftm_atomic_store_release(&o->ob_ref_local, FTM_REF_DEFERRED);
+  return 0;
+}
+
+int ftm_clear_deferred(ftm_object *o) {
+  if (ftm_atomic_load_relaxed(&o->ob_ref_local) != FTM_REF_DEFERRED) {
+    errno = EINVAL;
+    return -1;
+  }
+  uint16_t idx = ftm_atomic_load_relaxed(&o->ob_deferred);
+  /* the object is MERGED (tid 0): from now on increments go to ob_ref_shared */
+  ftm_atomic_store_release(&o->ob_ref_local, 0);
+  ftm__flush_handshake();
+  ftm_atomic_store_relaxed(&o->ob_deferred, 0);
+  ftm_atomic_store_relaxed(&ftm__deferred_objs[idx], NULL);
+  ftm_tstack_push_mpmc(&ftm__deferred_free, idx, &ftm__deferred_link[idx]);
+  ftm__decref_shared(o); /* the pin */
+  return 0;
+}

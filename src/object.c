@@ -1,0 +1,249 @@
+/* object.c — types, object creation, per-thread free lists, and an
+ * object's death (weakrefs, PEP 442 finalizer, clear, dealloc, memory).
+ *
+ * Memory: an object is one block from the calling thread's heap.  It goes
+ * back (a) to the thread's free list of its type, (b) to the heap, or (c)
+ * if it may be read optimistically (FTM_OBF_SHARED: stored in a field,
+ * try-incref enabled, weakly referenced), into an epoch bag, freed after a
+ * grace period (epoch.c).  A stale reader may then still load the header
+ * and even add and remove a transient count (field.c), so the header of a
+ * dead object in a bag is left as it was at death: MERGED|0 (which every
+ * try-incref refuses) if it died through ob_ref_shared, else 0 with its
+ * owner's tid and ob_ref_local 0.
+ *
+ * Deep structures: a death that happens while FTM_TRASH_DEPTH deaths are
+ * already on the stack is postponed to a per-thread list and done when the
+ * outermost finishes (CPython's trashcan), so freeing a million-long chain
+ * does not overflow the stack.
+ */
+#include <string.h>
+
+#include "object_internal.h"
+
+static _Atomic uint32_t ftm__freelist_types;
+
+int ftm_type_ready(ftm_type *t) {
+  for (;;) {
+    uint32_t r = ftm_atomic_load_acquire(&t->ftm_ready);
+    if (r == 1) return 0;
+    if (r == 2) {
+      errno = EINVAL;
+      return -1;
+    }
+    if (r == 0 && ftm_atomic_cas_strong_acq_rel(&t->ftm_ready, &r, 3)) break;
+    ftm_cpu_relax(); /* 3: another thread is checking it */
+  }
+  const char *why = NULL;
+  if (t->name == NULL) why = "it has no name";
+  else if (t->basic_size < sizeof(ftm_object)) why = "basic_size is smaller than the ftm_object header";
+  else if (t->basic_size > ((size_t)1 << 40)) why = "basic_size is absurd";
+  else if (t->item_size != 0 && t->basic_size < sizeof(ftm_varobject))
+    why = "item_size is set but basic_size does not hold ftm_varobject";
+  else if ((t->flags & FTM_TYPE_GC) && (t->traverse == NULL || t->clear == NULL))
+    why = "FTM_TYPE_GC needs traverse and clear";
+  else if (t->traverse != NULL && t->clear == NULL)
+    why = "it has traverse but no clear (its references would never be dropped)";
+  else if ((t->flags & FTM_TYPE_FREELIST) && t->item_size != 0)
+    why = "FTM_TYPE_FREELIST needs a fixed-size type";
+  else if (t->flags & ~(unsigned)(FTM_TYPE_GC | FTM_TYPE_FREELIST)) why = "unknown flags";
+  if (why != NULL) {
+    ftm__warning("type %s refused: %s\n", t->name ? t->name : "(unnamed)", why);
+    ftm_atomic_store_release(&t->ftm_ready, 2);
+    errno = EINVAL;
+    return -1;
+  }
+  t->ftm_freelist_index = UINT32_MAX;
+  if (t->flags & FTM_TYPE_FREELIST) {
+    uint32_t i = ftm_atomic_fetch_add_relaxed(&ftm__freelist_types, 1);
+    if (i < FTM_MAX_FREELIST_TYPES) t->ftm_freelist_index = i;
+  }
+  /* release: pairs with the acquire above; the index is published */
+  ftm_atomic_store_release(&t->ftm_ready, 1);
+  return 0;
+}
+
+static inline void ftm__header_init(ftm_object *o, ftm_type *t, uint32_t tid) {
+  ftm_atomic_store_relaxed(&o->ob_tid, tid);
+  ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
+  ftm_atomic_store_relaxed(&o->ob_ref_shared, 0);
+  ftm_atomic_store_relaxed(&o->ob_gc_bits, 0);
+  ftm_atomic_store_relaxed(&o->ob_flags, 0);
+  ftm_atomic_store_relaxed(&o->ob_deferred, 0);
+  o->ob_type = t;
+}
+
+static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
+  if (ftm_unlikely(ftm_atomic_load_acquire(&t->ftm_ready) != 1) && ftm_type_ready(t) != 0) return NULL;
+  ftm__tstate *ts = ftm__tstate_get();
+  ftm__safepoint(ts);
+  ftm_object *o;
+  uint32_t fi = t->ftm_freelist_index;
+  if (fi < FTM_MAX_FREELIST_TYPES && (o = ts->freelists[fi].head) != NULL) {
+    ts->freelists[fi].head = (ftm_object *)(uintptr_t)o->ob_type;
+    ts->freelists[fi].n--;
+    ftm_counter_add(&ts->freelist_hits, 1);
+  } else {
+    ftm__heap *heap = ftm__heap_get();
+    o = ftm_likely(size <= FTM_SMALL_MAX) ? ftm__malloc_small(heap, size) : ftm_malloc(size);
+    if (ftm_unlikely(o == NULL)) return NULL;
+  }
+  ftm__header_init(o, t, ftm__tid);
+  memset(o + 1, 0, size - sizeof(ftm_object));
+  ftm_counter_add(&ts->created, 1);
+  return o;
+}
+
+ftm_object *ftm_new(ftm_type *t) { return ftm__new(t, t->basic_size); }
+
+ftm_object *ftm_new_var(ftm_type *t, size_t nitems) {
+  size_t items, size;
+  if (__builtin_mul_overflow(nitems, t->item_size, &items) ||
+      __builtin_add_overflow(items, t->basic_size, &size) || size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  ftm_varobject *v = (ftm_varobject *)ftm__new(t, size);
+  if (v != NULL) v->ob_size = nitems;
+  return (ftm_object *)v;
+}
+
+size_t ftm_sizeof(const ftm_object *o) {
+  const ftm_type *t = o->ob_type;
+  size_t n = t->basic_size;
+  if (t->item_size) n += t->item_size * ((const ftm_varobject *)o)->ob_size;
+  if (t->sizeof_extra) n += t->sizeof_extra(o);
+  return n;
+}
+
+/* ---- death ------------------------------------------------------------------ */
+/* Give the memory back: free list, epoch bag or heap. */
+void ftm__object_free_memory(ftm_object *o) {
+  ftm__tstate *ts = ftm__tstate_get();
+  uint8_t flags = ftm_atomic_load_relaxed(&o->ob_flags);
+  const ftm_type *t = o->ob_type;
+  ftm_counter_add(&ts->freed, 1);
+  if (flags & FTM_OBF_SHARED) {
+    /* stale readers may still look at the header: it stays dead-looking
+     * until the grace period ends */
+    ftm__defer_free(ts, o);
+    return;
+  }
+#if FTM_CHECK_OBJECTS
+  /* keep the header readable for a while so a late incref/decref is caught */
+  ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_FREED);
+  {
+    if (ts->quarantine == NULL) ts->quarantine = ftm_calloc(FTM_QUARANTINE, sizeof(void *));
+    if (ts->quarantine != NULL) {
+      ftm_object *old = ts->quarantine[ts->qpos];
+      ts->quarantine[ts->qpos] = o;
+      ts->qpos = (ts->qpos + 1) % FTM_QUARANTINE;
+      if (old != NULL) ftm_free(old);
+      return;
+    }
+  }
+#else
+  uint32_t fi = t->ftm_freelist_index;
+  unsigned max = t->freelist_max ? t->freelist_max : FTM_FREELIST_DEFAULT;
+  if (fi < FTM_MAX_FREELIST_TYPES && ts->freelists[fi].n < max) {
+    o->ob_type = (const ftm_type *)(uintptr_t)ts->freelists[fi].head;
+    ts->freelists[fi].head = o;
+    ts->freelists[fi].n++;
+    return;
+  }
+#endif
+  (void)t;
+  ftm_free(o);
+}
+
+void ftm__freelists_clear(ftm__tstate *ts) {
+  for (unsigned i = 0; i < FTM_MAX_FREELIST_TYPES; i++) {
+    ftm_object *o = ts->freelists[i].head;
+    while (o != NULL) {
+      ftm_object *next = (ftm_object *)(uintptr_t)o->ob_type;
+      ftm_free(o);
+      o = next;
+    }
+    ts->freelists[i].head = NULL;
+    ts->freelists[i].n = 0;
+  }
+}
+
+/* PEP 442 from a refcount death: resurrect o with one reference held
+ * here, run finalize once, and drop that reference again — which frees o
+ * (re-entering ftm__dealloc, now FINALIZED) unless the finalizer stored
+ * new references to it. */
+static void ftm__finalize(ftm_object *o) {
+  ftm_atomic_fetch_or_relaxed(&o->ob_flags, FTM_OBF_FINALIZED);
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  if ((shared & 3) == FTM_REF_MERGED) {
+    /* died through ob_ref_shared: count it there again.  MERGED|0 refuses
+     * every try-incref, so nothing races with this CAS */
+    while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, shared + (1 << FTM_REF_SHARED_SHIFT))) {
+    }
+  } else {
+    /* died by its owner's (our) decrement: ob_tid is still ours */
+    ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
+  }
+  o->ob_type->finalize(o);
+  ftm_decref(o);
+}
+
+static void ftm__dealloc_now(ftm__tstate *ts, ftm_object *o) {
+  const ftm_type *t = o->ob_type;
+  if (ts != NULL) ts->dealloc_depth++;
+  /* as CPython's subtype_dealloc: the finalizer first (it may resurrect,
+   * and weak references still work inside it), then weakrefs are cleared */
+  if (t->finalize != NULL && !(ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_FINALIZED)) {
+    ftm__finalize(o); /* dies (again) or lives on in there */
+    if (ts != NULL) ts->dealloc_depth--;
+    return;
+  }
+  if (ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_WEAKREFS) ftm__weakrefs_clear(o);
+  /* ob_ref_shared is left alone: a stale field_load may be adding and
+   * removing a transient count on it right now (field.c) */
+  if (t->clear != NULL) t->clear(o);
+  if (t->dealloc != NULL) t->dealloc(o);
+  ftm__object_free_memory(o);
+  if (ts != NULL) ts->dealloc_depth--;
+}
+
+void ftm__dealloc(ftm_object *o) {
+  ftm__tstate *ts = ftm__tstate_get();
+  if (ts->dealloc_depth >= FTM_TRASH_DEPTH) {
+    if (ts->ntrash == ts->trash_cap) {
+      size_t cap = ts->trash_cap ? ts->trash_cap * 2 : 256;
+      ftm_object **n = ftm_realloc(ts->trash, cap * sizeof *n);
+      if (n == NULL) ftm__fatal("ftmem: out of memory postponing a deallocation\n");
+      ts->trash = n;
+      ts->trash_cap = cap;
+    }
+    ts->trash[ts->ntrash++] = o;
+    return;
+  }
+  ftm__dealloc_now(ts, o);
+  if (ts->dealloc_depth == 0 && ts->ntrash != 0) ftm__trash_drain(ts);
+}
+
+void ftm__trash_drain(ftm__tstate *ts) {
+  while (ts->ntrash != 0) ftm__dealloc_now(ts, ts->trash[--ts->ntrash]);
+}
+
+void ftm_object_stats_get(ftm_object_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  uint32_t n = ftm_atomic_load_acquire(&ftm__tstate_count);
+  for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
+    ftm__tstate *ts = ftm_atomic_load_acquire(&ftm__tstates[i]);
+    if (ts == NULL) continue;
+    out->created += ftm_atomic_load_relaxed(&ts->created);
+    out->freed += ftm_atomic_load_relaxed(&ts->freed);
+    out->freelist_hits += ftm_atomic_load_relaxed(&ts->freelist_hits);
+    out->queued += ftm_atomic_load_relaxed(&ts->queued);
+    out->merged += ftm_atomic_load_relaxed(&ts->merged) + ftm_atomic_load_relaxed(&ts->merged_for_others);
+    out->merged_for_others += ftm_atomic_load_relaxed(&ts->merged_for_others);
+    out->deferred_frees += ftm_atomic_load_relaxed(&ts->deferred_frees);
+    uint64_t q = ftm_atomic_load_relaxed(&ts->deferred_queued);
+    uint64_t f = ftm_atomic_load_relaxed(&ts->deferred_frees);
+    out->deferred_pending += q > f ? q - f : 0;
+    if (ftm_atomic_load_relaxed(&ts->xstate) != FTM_TS_FREE) out->threads++;
+  }
+}

@@ -1,0 +1,152 @@
+/* object_internal.h — internal API of the object layer: thread states,
+ * biased-RC merging, epochs, deallocation.  See docs/objects.md for the
+ * protocols and why they are correct.
+ *
+ * Glossary
+ *   tstate   a thread's object-layer state: its id, its queue of objects
+ *            other threads handed back for a merge, its epoch record, its
+ *            per-thread deferred counts and free lists.  Kept in a table of
+ *            65536 slots and reused by later threads, never freed.
+ *   tid      (generation << 16) | slot, never 0 and never UINT32_MAX; a
+ *            slot whose generation would wrap is retired, so a tid names
+ *            one thread for the life of the process.
+ *   merge    fold ob_ref_local into ob_ref_shared and mark it MERGED: the
+ *            object then has no owner and all threads count on ob_ref_shared.
+ *   bag      up to FTM_BAG_N blocks freed while optimistic readers may hold
+ *            them; sealed bags are freed by ck_epoch after a grace period.
+ */
+#ifndef FTM_OBJECT_INTERNAL_H
+#define FTM_OBJECT_INTERNAL_H
+
+#include <ck_epoch.h>
+#include <ck_stack.h>
+
+#include "internal.h"
+
+#define FTM_MAX_TSTATES 65536u
+#define FTM_TID_NONE UINT32_MAX
+#define FTM_MAX_FREELIST_TYPES 64
+#define FTM_FREELIST_DEFAULT 80
+#define FTM_BAG_N 126
+#define FTM_BRC_BACKLOG 1024 /* queue length at which a detached owner is merged for */
+#define FTM_TRASH_DEPTH 64   /* nested deallocations before they are queued */
+#define FTM_QUARANTINE 1024  /* debug/secure: freed objects kept readable */
+
+#if defined(FTMEM_DEBUG) || defined(FTMEM_SECURE)
+#define FTM_CHECK_OBJECTS 1
+#else
+#define FTM_CHECK_OBJECTS 0
+#endif
+
+/* tstate states (xstate) */
+enum {
+  FTM_TS_FREE = 0,     /* slot not in use */
+  FTM_TS_ATTACHED = 1, /* its thread may touch objects */
+  FTM_TS_DETACHED = 2, /* its thread is in a blocking call */
+  FTM_TS_HELD = 3,     /* detached, and another thread is merging its queue */
+};
+
+typedef struct ftm__bag_s {
+  ck_epoch_entry_t entry;
+  uint32_t n;
+  void *items[FTM_BAG_N];
+} ftm__bag;
+
+/* A queued object (a node, since the header has no spare link). */
+typedef struct ftm__brc_node_s {
+  ck_stack_entry_t link;
+  ftm_object *obj;
+} ftm__brc_node;
+
+typedef struct ftm__freelist_s {
+  ftm_object *head; /* linked through ob_type */
+  uint32_t n;
+} ftm__freelist;
+
+typedef struct ftm__tstate_s {
+  /* -- read by other threads -- */
+  _Atomic uint32_t xtid;     /* the owning thread's tid; 0 while free or exiting */
+  _Atomic uint32_t xstate;   /* FTM_TS_* */
+  _Atomic uint32_t xqueued;  /* objects on `queue` (approximate) */
+  _Atomic uint64_t xflush_ack; /* last flush request this thread answered */
+  ck_stack_t queue;          /* ftm__brc_node, pushed by any thread */
+  _Atomic uint32_t xstack_next; /* link on the free-slot stack */
+  uint32_t slot;
+  uint16_t gen;
+  /* -- owner only -- */
+  uint64_t flush_seen;
+  ck_epoch_record_t epoch;
+  ftm__bag *bag;             /* open bag, or NULL */
+  uint32_t bags_sealed;      /* sealed, not yet known freed */
+  int64_t *dcounts;          /* per deferred slot: this thread's count */
+  uint32_t dcap;
+  bool dany;                 /* some dcounts entry may be non-zero */
+  uint32_t dealloc_depth;
+  ftm_object **trash;        /* deallocations postponed (trashcan) */
+  size_t ntrash, trash_cap;
+#if FTM_CHECK_OBJECTS
+  ftm_object **quarantine;
+  uint32_t qpos;
+#endif
+  ftm__freelist freelists[FTM_MAX_FREELIST_TYPES];
+  /* statistics: written by the owner only */
+  ftm_counter_t created, freed, freelist_hits, queued, merged, merged_for_others,
+      deferred_frees, deferred_queued;
+} ftm__tstate;
+
+ftm_internal extern __thread ftm__tstate *ftm__ts __attribute__((tls_model("initial-exec")));
+ftm_internal extern ftm__tstate *_Atomic ftm__tstates[FTM_MAX_TSTATES];
+ftm_internal extern _Atomic uint32_t ftm__tstate_count; /* slots ever used */
+ftm_internal extern ck_epoch_t ftm__epoch;
+ftm_internal extern _Atomic uint64_t ftm__flush_seq;
+ftm_internal extern _Atomic(ftm_object *) ftm__deferred_objs[65536];
+
+/* ---- thread states (tstate.c) ---- */
+ftm_internal ftm__tstate *ftm__tstate_register(void);
+static inline ftm__tstate *ftm__tstate_get(void) {
+  ftm__tstate *ts = ftm__ts;
+  return ftm_likely(ts != NULL) ? ts : ftm__tstate_register();
+}
+ftm_internal void ftm__tstate_thread_done(void *ts);
+ftm_internal void ftm__safepoint_slow(ftm__tstate *ts);
+static inline void ftm__safepoint(ftm__tstate *ts) {
+  /* relaxed: hints; the slow path re-reads with acquire */
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__flush_seq) != ts->flush_seen ||
+                   ftm_atomic_load_relaxed(&ts->xqueued) != 0))
+    ftm__safepoint_slow(ts);
+}
+ftm_internal void ftm__tstate_postfork_child(void);
+ftm_internal void ftm__flush_handshake(void);
+ftm_internal void ftm__merge_for(ftm__tstate *ts);
+
+/* ---- reference counts (refcount.c) ---- */
+ftm_internal void ftm__merge_queue(ftm__tstate *ts, bool for_other);
+ftm_internal ssize_t ftm__merge(ftm_object *o, ssize_t extra);
+ftm_internal void ftm__brc_queue(ftm_object *o);
+ftm_internal bool ftm__try_incref(ftm_object *o);
+ftm_internal ftm_noreturn void ftm__object_fatal(const char *what, const ftm_object *o);
+ftm_internal void ftm__deferred_flush(ftm__tstate *ts);
+ftm_internal void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);
+
+/* ---- objects (object.c) ---- */
+ftm_internal void ftm__dealloc(ftm_object *o);
+ftm_internal void ftm__object_free_memory(ftm_object *o);
+ftm_internal void ftm__freelists_clear(ftm__tstate *ts);
+ftm_internal void ftm__trash_drain(ftm__tstate *ts);
+
+/* ---- epochs (epoch.c) ---- */
+ftm_internal void ftm__defer_free(ftm__tstate *ts, void *block);
+ftm_internal void ftm__epoch_poll(ftm__tstate *ts);
+ftm_internal void ftm__epoch_barrier(ftm__tstate *ts);
+
+/* ---- weak references (weakref.c) ---- */
+ftm_internal void ftm__weakrefs_clear(ftm_object *o);
+
+/* Mark o as possibly read optimistically (its memory is then freed after
+ * a grace period).  One relaxed load when already marked. */
+static inline void ftm__mark_shared(ftm_object *o) {
+  if (!(ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_SHARED))
+    ftm_atomic_fetch_or_relaxed(&o->ob_flags, FTM_OBF_SHARED);
+}
+
+#endif

@@ -1,0 +1,248 @@
+/* refcount.c — the slow paths of biased reference counting (PEP 703; Choi,
+ * Shull and Torrellas, PACT 2018): shared decrements, queueing an object to
+ * its owner, merging, try-incref, immortal objects.
+ *
+ * ob_ref_shared = count << 2 | state.  States only increase:
+ *   0 (none) -> MAYBE_WEAKREF -> QUEUED -> MERGED.
+ * The true count is ob_ref_local + count while unmerged, count once MERGED.
+ * A queued object's queue entry holds one reference (the decrement that
+ * queued it is applied at the merge), so a queued object cannot be freed
+ * before its owner (or a thread merging for it) takes it off the queue.
+ *
+ * Death is decided in exactly one place per object:
+ *   - its owner's decrement takes ob_ref_local to 0 and ob_ref_shared is 0
+ *     (no other thread holds a reference, and no try-incref can race:
+ *     try-incref needs MAYBE_WEAKREF, which makes ob_ref_shared non-zero);
+ *   - otherwise whoever makes ob_ref_shared exactly MERGED|0 by a CAS.
+ * Orders: every CAS on ob_ref_shared is acq_rel — the release publishes the
+ * decrementing thread's writes to the object, the acquire gives them to the
+ * thread that frees it (TSan does not model the fetch_sub+fence idiom).
+ */
+#include <stdio.h>
+
+#include "object_internal.h"
+
+#define SHIFT FTM_REF_SHARED_SHIFT
+#define STATE(s) ((s) & 3)
+#define COUNT(s) ((s) >> SHIFT) /* arithmetic: may be negative */
+
+void ftm__object_fatal(const char *what, const ftm_object *o) {
+  const ftm_type *t = o ? o->ob_type : NULL;
+  /* the type may be gone with the object: only print a name that is ours */
+  const char *name = "?";
+  if (t != NULL && ftm__pagemap_lookup(t) == NULL && t->name != NULL) name = t->name;
+  ftm__fatal("ftmem: %s %p (type %s)\n", what, (const void *)o, name);
+}
+
+/* Fold the owner's count into the shared one; ob_ref_local and ob_tid are
+ * then dead.  Caller has the owner's rights over ob_ref_local (it is the
+ * owner, the owner is dead, or the owner is detached and held).  Returns
+ * the merged count; `extra` is added to it (-1: a queue entry's reference). */
+ssize_t ftm__merge(ftm_object *o, ssize_t extra) {
+  uint32_t local = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  int32_t nshared;
+  ssize_t count;
+  do {
+    if (STATE(shared) == FTM_REF_MERGED) local = 0; /* merged before: local is dead */
+    count = (ssize_t)COUNT(shared) + (ssize_t)local + extra;
+    nshared = (int32_t)((uint32_t)count << SHIFT) | FTM_REF_MERGED;
+  } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, nshared));
+  /* after the CAS: a concurrent reader of local then shared (the collector)
+   * over-counts, never under-counts */
+  ftm_atomic_store_release(&o->ob_ref_local, 0);
+  ftm_atomic_store_relaxed(&o->ob_tid, 0);
+  if (ftm_unlikely(count < 0)) ftm__object_fatal("reference count below zero on", o);
+  return count;
+}
+
+/* Owner: ob_ref_local was `l` <= 1 and is now to drop to 0. */
+void ftm__local_zero(ftm_object *o) {
+  uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (ftm_unlikely(l == 0)) ftm__object_fatal("decref below zero (or of a freed object) of", o);
+  ftm_atomic_store_relaxed(&o->ob_ref_local, 0);
+  /* acquire: pairs with the acq_rel CASes of other threads' decrements */
+  int32_t shared = ftm_atomic_load_acquire(&o->ob_ref_shared);
+  if (shared == 0) {
+    ftm__dealloc(o);
+    return;
+  }
+  /* others hold references, or a try-incref may race: merge by CAS */
+  ftm_atomic_store_relaxed(&o->ob_tid, 0);
+  int32_t nshared;
+  do {
+    nshared = shared | FTM_REF_MERGED;
+  } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, nshared));
+  if (nshared == FTM_REF_MERGED) ftm__dealloc(o);
+  else if (ftm_unlikely(COUNT(nshared) < 0)) ftm__object_fatal("reference count below zero on", o);
+}
+
+/* Another thread's decrement. */
+void ftm__decref_shared(ftm_object *o) {
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  int32_t nshared;
+  bool queue;
+  do {
+    /* count 0, not queued or merged: the queue entry takes over our
+     * reference (its decrement happens at the merge) */
+    queue = shared == 0 || shared == FTM_REF_MAYBE_WEAKREF;
+    nshared = queue ? FTM_REF_QUEUED : shared - (1 << SHIFT);
+  } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, nshared));
+  if (queue) {
+    ftm__brc_queue(o);
+  } else if (nshared == FTM_REF_MERGED) {
+    ftm__dealloc(o);
+  } else if (ftm_unlikely(STATE(nshared) == FTM_REF_MERGED && COUNT(nshared) < 0)) {
+    ftm__object_fatal("decref below zero (or of a freed object) of", o);
+  }
+}
+
+/* Hand o (state QUEUED, one reference held by the entry) to its owner, or
+ * merge it here if the owner has exited. */
+void ftm__brc_queue(ftm_object *o) {
+  ftm__tstate *self = ftm__tstate_get();
+  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
+  ftm__tstate *owner = ftm_atomic_load_acquire(&ftm__tstates[tid & 0xFFFFu]);
+  ftm__brc_node *node = NULL;
+  bool pushed = false;
+  ck_epoch_begin(&self->epoch, NULL);
+  /* acquire: pairs with register's release store of xtid.  The owner's
+   * exit clears xtid, then synchronizes the epoch before draining: a push
+   * made after seeing the tid inside this section is drained. */
+  if (tid != 0 && owner != NULL && ftm_atomic_load_acquire(&owner->xtid) == tid) {
+    node = ftm_malloc(sizeof *node);
+    if (node == NULL) ftm__fatal("ftmem: out of memory queueing an object to its owner\n");
+    node->obj = o;
+    ck_stack_push_upmc(&owner->queue, &node->link);
+    /* relaxed: a hint for the owner's safepoint; the stack is the truth */
+    ftm_atomic_fetch_add_relaxed(&owner->xqueued, 1);
+    pushed = true;
+  }
+  ck_epoch_end(&self->epoch, NULL);
+  if (pushed) {
+    ftm_counter_add(&self->queued, 1);
+    /* an owner blocked in a system call must not hold memory hostage */
+    if (ftm_atomic_load_relaxed(&owner->xqueued) >= FTM_BRC_BACKLOG &&
+        ftm_atomic_load_relaxed(&owner->xstate) == FTM_TS_DETACHED)
+      ftm__merge_for(owner);
+    return;
+  }
+  /* the owner is gone: its ob_ref_local is frozen, merge it ourselves */
+  ftm_counter_add(&self->merged_for_others, 1);
+  if (ftm__merge(o, -1) == 0) ftm__dealloc(o);
+}
+
+/* Owner (or holder of a detached owner): merge every queued object. */
+void ftm__merge_queue(ftm__tstate *ts, bool for_other) {
+  ftm__tstate *self = ftm__ts;
+  while (!CK_STACK_ISEMPTY(&ts->queue)) {
+    ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&ts->queue);
+    while (e != NULL) {
+      ftm__brc_node *node = (ftm__brc_node *)e;
+      e = e->next;
+      ftm_object *o = node->obj;
+      ftm_free(node);
+      ftm_atomic_fetch_sub_relaxed(&ts->xqueued, 1);
+      if (self) ftm_counter_add(for_other ? &self->merged_for_others : &self->merged, 1);
+      if (ftm__merge(o, -1) == 0) ftm__dealloc(o);
+    }
+  }
+}
+
+/* ---- slow paths of the inline incref/decref ------------------------------ */
+/* This thread's count for deferred object o, or NULL if o is no longer
+ * deferred. */
+static int64_t *ftm__dcount(ftm_object *o) {
+  ftm__tstate *ts = ftm__tstate_get();
+  /* acquire: pairs with ftm_set_deferred's release store, for ob_deferred */
+  if (ftm_atomic_load_acquire(&o->ob_ref_local) != FTM_REF_DEFERRED) return NULL;
+  uint16_t idx = ftm_atomic_load_relaxed(&o->ob_deferred);
+  if (ftm_unlikely(idx >= ts->dcap)) ftm__dcounts_grow(ts, idx);
+  ts->dany = true;
+  return &ts->dcounts[idx];
+}
+
+void ftm__incref_slow(ftm_object *o, uint32_t local) {
+  if (local == FTM_REF_DEFERRED) {
+    int64_t *c = ftm__dcount(o);
+    if (c == NULL) { ftm_incref(o); return; } /* no longer deferred */
+    (*c)++;
+    return;
+  }
+  ftm__object_fatal("incref of a freed object", o);
+}
+
+void ftm__decref_slow(ftm_object *o, uint32_t local) {
+  if (local == FTM_REF_DEFERRED) {
+    int64_t *c = ftm__dcount(o);
+    if (c == NULL) { ftm_decref(o); return; } /* no longer deferred */
+    (*c)--;
+    return;
+  }
+  ftm__object_fatal("decref of a freed object", o);
+}
+
+/* ---- try-incref ------------------------------------------------------------ */
+bool ftm__try_incref(ftm_object *o) {
+  uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (l == FTM_REF_IMMORTAL) return true;
+  if (l == FTM_REF_DEFERRED) {
+    ftm__incref_slow(o, l);
+    return true;
+  }
+  if (l == FTM_REF_FREED) return false;
+  if (ftm_atomic_load_relaxed(&o->ob_tid) == ftm__tid) {
+    if (l == 0) return false; /* we are freeing it */
+    ftm_atomic_store_relaxed(&o->ob_ref_local, l + 1);
+    return true;
+  }
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  do {
+    /* merged with count 0 (or less): its death is decided */
+    if (STATE(shared) == FTM_REF_MERGED && COUNT(shared) <= 0) return false;
+  } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, shared + (1 << SHIFT)));
+  return true;
+}
+
+bool ftm_try_incref(ftm_object *o) {
+#if FTM_CHECK_OBJECTS
+  uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (l < FTM_REF_SPECIAL && ftm_atomic_load_relaxed(&o->ob_ref_shared) == 0 &&
+      ftm_atomic_load_relaxed(&o->ob_tid) != ftm__tid)
+    ftm__object_fatal("ftm_try_incref without ftm_enable_try_incref on", o);
+#endif
+  return ftm__try_incref(o);
+}
+
+void ftm_enable_try_incref(ftm_object *o) {
+  ftm__mark_shared(o);
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  while (STATE(shared) == 0 &&
+         !ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, shared | FTM_REF_MAYBE_WEAKREF)) {
+  }
+}
+
+ssize_t ftm_refcount(const ftm_object *co) {
+  ftm_object *o = (ftm_object *)co;
+  /* local before shared: a merge in between is over-counted, not lost */
+  uint32_t l = ftm_atomic_load_acquire(&o->ob_ref_local);
+  if (l == FTM_REF_IMMORTAL) return (ssize_t)FTM_REF_IMMORTAL;
+  int32_t shared = ftm_atomic_load_acquire(&o->ob_ref_shared);
+  if (l >= FTM_REF_SPECIAL || STATE(shared) == FTM_REF_MERGED) l = 0;
+  return (ssize_t)l + COUNT(shared);
+}
+
+int ftm_make_immortal(ftm_object *o) {
+  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
+  if (tid != 0 && tid != ftm__tid) {
+    /* owned by another thread: allowed only if that thread has exited */
+    ftm__tstate *owner = ftm_atomic_load_acquire(&ftm__tstates[tid & 0xFFFFu]);
+    if (owner != NULL && ftm_atomic_load_acquire(&owner->xtid) == tid) {
+      errno = EPERM;
+      return -1;
+    }
+  }
+  /* relaxed: published to other threads by whatever hands them o */
+  ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_IMMORTAL);
+  return 0;
+}

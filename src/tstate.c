@@ -1,0 +1,222 @@
+/* tstate.c — thread states of the object layer: registration on first
+ * use, attach/detach around blocking calls, safepoints, the flush
+ * handshake of deferred counts, and a thread's exit.
+ *
+ * Exit protocol (why a queued object is never lost):
+ *   1. xtid := 0 (release).  A queuer pushes onto a tstate's queue only
+ *      inside an epoch section, after checking xtid == the object's tid.
+ *   2. ck_epoch_synchronize: every section that could have seen the old
+ *      tid has ended, so no push is in flight and none will come.
+ *   3. drain the queue and merge; then the objects the thread still owns
+ *      are merged by the first thread that would queue them (it finds no
+ *      live tstate for their tid — refcount.c).
+ * Detached threads: xstate DETACHED lets another thread take the queue
+ * (CAS to HELD), merge it, and give it back; attach waits while HELD.
+ *
+ * Flush handshake (deferred counts): ftm_clear_deferred bumps ftm__flush_seq
+ * and waits for every ATTACHED tstate to acknowledge at a safepoint;
+ * DETACHED and FREE ones flushed already (detach and exit flush).  The seq
+ * bump and the state reads are seq_cst, as are attach's state store and seq
+ * load, so a thread that attaches after being seen detached sees the bump.
+ */
+#include <sched.h>
+#include <string.h>
+
+#include "object_internal.h"
+
+__thread uint32_t ftm__tid = FTM_TID_NONE;
+__thread ftm__tstate *ftm__ts;
+static __thread bool ftm__ts_done; /* past this thread's tstate destructor once */
+
+ftm__tstate *_Atomic ftm__tstates[FTM_MAX_TSTATES];
+_Atomic uint32_t ftm__tstate_count;
+static ftm_tstack_t ftm__free_tstates;
+ck_epoch_t ftm__epoch;
+_Atomic uint64_t ftm__flush_seq;
+static pthread_key_t ftm__ts_key;
+static pthread_once_t ftm__ts_once = PTHREAD_ONCE_INIT;
+
+static void ftm__ts_key_init(void) {
+  ck_epoch_init(&ftm__epoch);
+  if (pthread_key_create(&ftm__ts_key, ftm__tstate_thread_done) != 0)
+    ftm__fatal("ftmem: pthread_key_create failed\n");
+}
+
+static _Atomic uint32_t *ftm__ts_link(uint32_t index, void *ctx) {
+  (void)ctx;
+  return &ftm_atomic_load_acquire(&ftm__tstates[index - 1])->xstack_next;
+}
+
+static ftm__tstate *ftm__tstate_acquire(void) {
+  uint32_t idx = ftm_tstack_pop_mpmc(&ftm__free_tstates, ftm__ts_link, NULL);
+  if (idx != 0) return ftm_atomic_load_acquire(&ftm__tstates[idx - 1]);
+  idx = ftm_atomic_fetch_add_relaxed(&ftm__tstate_count, 1);
+  if (idx >= FTM_MAX_TSTATES) {
+    ftm_atomic_fetch_sub_relaxed(&ftm__tstate_count, 1);
+    return NULL;
+  }
+  size_t sz = (sizeof(ftm__tstate) + ftm__os_page - 1) & ~(ftm__os_page - 1);
+  ftm__tstate *ts = ftm__os_map(sz); /* zeroed, page (so cache-line) aligned */
+  if (ts == NULL) return NULL;       /* the slot stays NULL; nobody looks at it */
+  ts->slot = idx;
+  ck_stack_init(&ts->queue);
+  ck_epoch_register(&ftm__epoch, &ts->epoch, NULL);
+  /* release: pairs with the acquire loads of ftm__tstates[] readers */
+  ftm_atomic_store_release(&ftm__tstates[idx], ts);
+  return ts;
+}
+
+ftm__tstate *ftm__tstate_register(void) {
+  ftm__init();
+  pthread_once(&ftm__ts_once, ftm__ts_key_init);
+  ftm__tstate *ts = ftm__tstate_acquire();
+  if (ts == NULL) ftm__fatal("ftmem: cannot register a thread (more than %u threads?)\n", FTM_MAX_TSTATES);
+  ts->gen++;
+  uint32_t tid = ((uint32_t)ts->gen << 16) | ts->slot;
+  ts->flush_seen = ftm_atomic_load_acquire(&ftm__flush_seq);
+  ftm_atomic_store_relaxed(&ts->xflush_ack, ts->flush_seen);
+  ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_ATTACHED);
+  /* release: a queuer that reads this tid (acquire) sees the set-up above */
+  ftm_atomic_store_release(&ts->xtid, tid);
+  ftm__ts = ts;
+  ftm__tid = tid;
+  (void)ftm__ts_done;
+  pthread_setspecific(ftm__ts_key, ts);
+  return ts;
+}
+
+/* ---- safepoints and the flush handshake -------------------------------- */
+void ftm__safepoint_slow(ftm__tstate *ts) {
+  if (ftm_atomic_load_relaxed(&ts->xqueued) != 0) ftm__merge_queue(ts, false);
+  uint64_t seq = ftm_atomic_load_acquire(&ftm__flush_seq);
+  if (seq != ts->flush_seen) {
+    ftm__deferred_flush(ts);
+    ts->flush_seen = seq;
+    /* release: pairs with the requester's acquire; our flushed adds precede it */
+    ftm_atomic_store_release(&ts->xflush_ack, seq);
+  }
+}
+
+/* Ask every attached thread to flush its deferred counts; wait for them.
+ * Detached and free tstates flushed before leaving ATTACHED. */
+void ftm__flush_handshake(void) {
+  ftm__tstate *self = ftm__tstate_get();
+  uint64_t seq = ftm_atomic_fetch_add_seq_cst(&ftm__flush_seq, 1) + 1;
+  ftm__safepoint_slow(self);
+  uint32_t n = ftm_atomic_load_acquire(&ftm__tstate_count);
+  for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
+    ftm__tstate *ts = ftm_atomic_load_acquire(&ftm__tstates[i]);
+    if (ts == NULL || ts == self) continue;
+    for (unsigned spins = 0;; spins++) {
+      /* acquire: pairs with the release store of the ack (its flushed adds) */
+      if (ftm_atomic_load_acquire(&ts->xflush_ack) >= seq) break;
+      /* seq_cst: against attach's seq_cst store of ATTACHED and load of the seq */
+      if (ftm_atomic_load_seq_cst(&ts->xstate) != FTM_TS_ATTACHED) break;
+      if (spins > 64) sched_yield();
+    }
+  }
+}
+
+void ftm_safepoint(void) { ftm__safepoint(ftm__tstate_get()); }
+
+void ftm_thread_detach(void) {
+  ftm__tstate *ts = ftm__tstate_get();
+  uint32_t st = ftm_atomic_load_relaxed(&ts->xstate);
+  if (st != FTM_TS_ATTACHED) ftm__fatal("ftmem: ftm_thread_detach: thread is already detached\n");
+  ftm__merge_queue(ts, false);
+  ftm__deferred_flush(ts);
+  ftm__epoch_poll(ts);
+  /* release: our counts and merges are visible to whoever takes our queue
+   * or sees us detached in a handshake */
+  ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_DETACHED);
+}
+
+void ftm_thread_attach(void) {
+  ftm__tstate *ts = ftm__ts;
+  if (ts == NULL) { (void)ftm__tstate_get(); return; }
+  for (unsigned spins = 0;; spins++) {
+    uint32_t st = FTM_TS_DETACHED;
+    /* seq_cst: see the flush handshake; acquire side of a HELD merge */
+    if (atomic_compare_exchange_weak_explicit(&ts->xstate, &st, FTM_TS_ATTACHED,
+                                              memory_order_seq_cst, memory_order_relaxed))
+      break;
+    if (st == FTM_TS_ATTACHED) ftm__fatal("ftmem: ftm_thread_attach: thread is already attached\n");
+    if (spins > 64) sched_yield(); /* HELD: another thread merges our queue for us */
+  }
+  ftm__safepoint_slow(ts);
+}
+
+/* Merge a detached thread's queue on its behalf, if it is still detached. */
+void ftm__merge_for(ftm__tstate *ts) {
+  uint32_t st = FTM_TS_DETACHED;
+  /* acquire: pairs with detach's store; our merge sees its last counts */
+  if (!atomic_compare_exchange_strong_explicit(&ts->xstate, &st, FTM_TS_HELD, memory_order_acquire,
+                                               memory_order_relaxed))
+    return;
+  ftm__merge_queue(ts, true);
+  /* release: pairs with attach's CAS; it sees the merged headers */
+  ftm_atomic_store_release(&ts->xstate, FTM_TS_DETACHED);
+}
+
+void ftm_thread_flush(void) {
+  ftm__tstate *ts = ftm__tstate_get();
+  ftm__merge_queue(ts, false);
+  ftm__deferred_flush(ts);
+  ftm__trash_drain(ts);
+  ftm__epoch_barrier(ts);
+}
+
+/* ---- exit ---------------------------------------------------------------- */
+void ftm__tstate_thread_done(void *arg) {
+  ftm__tstate *ts = arg;
+  if (ts == NULL) return;
+  ftm__ts_done = true;
+  /* a thread that exits detached: take the tstate back first */
+  uint32_t st = ftm_atomic_load_relaxed(&ts->xstate);
+  if (st != FTM_TS_ATTACHED) ftm_thread_attach();
+  ftm__deferred_flush(ts);
+  /* 1: no queuer may start pushing to us (refcount.c checks xtid in a section) */
+  ftm_atomic_store_release(&ts->xtid, 0);
+  /* 2: every section that might have seen our tid is over */
+  ck_epoch_synchronize(&ts->epoch);
+  /* 3: merge what was queued (may free objects, and queue others) */
+  ftm__merge_queue(ts, false);
+  ftm__trash_drain(ts);
+  ftm__freelists_clear(ts);
+  ftm__epoch_barrier(ts);
+  ftm_free(ts->dcounts);
+  ts->dcounts = NULL;
+  ts->dcap = 0;
+  ts->dany = false;
+  ftm_free(ts->trash);
+  ts->trash = NULL;
+  ts->ntrash = ts->trash_cap = 0;
+#if FTM_CHECK_OBJECTS
+  for (uint32_t i = 0; ts->quarantine && i < FTM_QUARANTINE; i++)
+    if (ts->quarantine[i]) ftm_free(ts->quarantine[i]);
+  ftm_free(ts->quarantine);
+  ts->quarantine = NULL;
+#endif
+  ftm__ts = NULL;
+  ftm__tid = FTM_TID_NONE;
+  ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_FREE);
+  /* a slot whose generation would wrap is retired: tids are never reused */
+  if (ts->gen < 0xFFFE) ftm_tstack_push_mpmc(&ftm__free_tstates, ts->slot + 1, &ts->xstack_next);
+}
+
+/* In a fork child only the forking thread exists: the others' tstates hold
+ * queues nobody will merge and free lists nobody will use.  Their objects
+ * stay valid; their queues are merged here so no count is lost.  The slots
+ * are not reused (their epoch records stay registered but idle). */
+void ftm__tstate_postfork_child(void) {
+  uint32_t n = ftm_atomic_load_relaxed(&ftm__tstate_count);
+  ftm__tstate *self = ftm__ts;
+  for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
+    ftm__tstate *ts = ftm_atomic_load_relaxed(&ftm__tstates[i]);
+    if (ts == NULL || ts == self || ftm_atomic_load_relaxed(&ts->xstate) == FTM_TS_FREE) continue;
+    ftm_atomic_store_relaxed(&ts->xtid, 0);
+    ftm_atomic_store_relaxed(&ts->xstate, FTM_TS_DETACHED);
+    ftm__merge_for(ts);
+    ts->epoch.active = 0; /* a section of a vanished thread never ends otherwise */
+  }
+}
