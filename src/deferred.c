@@ -10,11 +10,13 @@
  * ob_ref_shared, so it cannot die however the per-thread counts go.
  *
  * ftm_clear_deferred: (1) ob_ref_local := 0 (the object is MERGED since
- * ftm_set_deferred, so new increments go to ob_ref_shared); (2) the flush
- * handshake (tstate.c) makes every thread add what it counted for the slot
+ * ftm_set_deferred, so new increments go to ob_ref_shared); (2) a flush
+ * request (tstate.c) asks every thread to add what it counted for the slot
  * — including increments by threads that read FTM_REF_DEFERRED just before
- * (1); (3) drop the pin; the slot is free for reuse once every count for it
- * is zero, which (2) ensured.
+ * (1); (3) once every attached thread has answered (detached and exited
+ * ones flushed before leaving), whichever thread notices drops the pin and
+ * frees the slot.  Nobody waits: the requester returns at once, and the
+ * object dies at the last answer if nothing else holds it.
  */
 #include <string.h>
 
@@ -94,18 +96,51 @@ int ftm_set_deferred(ftm_object *o) {
   return 0;
 }
 
+/* A clear waiting for every thread to flush the slot. */
+typedef struct ftm__dclear_s {
+  ck_stack_entry_t link;
+  ftm_object *obj;
+  uint64_t seq; /* flush request every thread must have answered */
+  uint16_t idx;
+} ftm__dclear;
+static ck_stack_t ftm__dclears = CK_STACK_INITIALIZER;
+
 int ftm_clear_deferred(ftm_object *o) {
   if (ftm_atomic_load_relaxed(&o->ob_ref_local) != FTM_REF_DEFERRED) {
     errno = EINVAL;
     return -1;
   }
-  uint16_t idx = ftm_atomic_load_relaxed(&o->ob_deferred);
-  /* the object is MERGED (tid 0): from now on increments go to ob_ref_shared */
+  ftm__dclear *c = ftm_malloc(sizeof *c);
+  if (c == NULL) return -1; /* ENOMEM; o stays deferred */
+  c->obj = o;
+  c->idx = ftm_atomic_load_relaxed(&o->ob_deferred);
+  /* o is MERGED (tid 0) since ftm_set_deferred: from here on increments
+   * go to ob_ref_shared.  release: before the request below (seq_cst) */
   ftm_atomic_store_release(&o->ob_ref_local, 0);
-  ftm__flush_handshake();
-  ftm_atomic_store_relaxed(&o->ob_deferred, 0);
-  ftm_atomic_store_relaxed(&ftm__deferred_objs[idx], NULL);
-  ftm_tstack_push_mpmc(&ftm__deferred_free, idx, &ftm__deferred_link[idx]);
-  ftm__decref_shared(o); /* the pin */
+  c->seq = ftm__flush_request();
+  ck_stack_push_upmc(&ftm__dclears, &c->link);
+  ftm__deferred_complete(); /* at once if no other thread is attached */
   return 0;
+}
+
+/* Finish the clears every attached thread has flushed for: called after a
+ * thread answers a flush request, detaches or exits. */
+void ftm__deferred_complete(void) {
+  if (CK_STACK_ISEMPTY(&ftm__dclears)) return;
+  uint64_t done = ftm__flush_acked();
+  ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&ftm__dclears);
+  while (e != NULL) {
+    ftm__dclear *c = (ftm__dclear *)e;
+    e = e->next;
+    if (c->seq > done) { /* some thread still owes its counts */
+      ck_stack_push_upmc(&ftm__dclears, &c->link);
+      continue;
+    }
+    ftm_object *o = c->obj;
+    ftm_atomic_store_relaxed(&o->ob_deferred, 0);
+    ftm_atomic_store_relaxed(&ftm__deferred_objs[c->idx], NULL);
+    ftm_tstack_push_mpmc(&ftm__deferred_free, c->idx, &ftm__deferred_link[c->idx]);
+    ftm_free(c);
+    ftm__decref_shared(o); /* the pin */
+  }
 }

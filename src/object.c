@@ -125,6 +125,10 @@ void ftm__object_free_memory(ftm_object *o) {
   if (flags & FTM_OBF_SHARED) {
     /* stale readers may still look at the header: it stays dead-looking
      * until the grace period ends */
+#if FTM_CHECK_OBJECTS
+    /* a stale try-incref fails on it; a late incref/decref is reported */
+    ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_FREED);
+#endif
     ftm__defer_free(ts, o);
     return;
   }

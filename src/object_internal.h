@@ -116,7 +116,9 @@ static inline void ftm__safepoint(ftm__tstate *ts) {
     ftm__safepoint_slow(ts);
 }
 ftm_internal void ftm__tstate_postfork_child(void);
-ftm_internal void ftm__flush_handshake(void);
+ftm_internal uint64_t ftm__flush_request(void);
+ftm_internal uint64_t ftm__flush_acked(void);
+ftm_internal void ftm__deferred_complete(void);
 ftm_internal void ftm__merge_for(ftm__tstate *ts);
 
 /* ---- reference counts (refcount.c) ---- */

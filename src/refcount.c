@@ -40,18 +40,24 @@ void ftm__object_fatal(const char *what, const ftm_object *o) {
  * the merged count; `extra` is added to it (-1: a queue entry's reference). */
 ssize_t ftm__merge(ftm_object *o, ssize_t extra) {
   uint32_t local = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (ftm_unlikely(local == FTM_REF_IMMORTAL)) return 1; /* made immortal while queued */
   int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
   int32_t nshared;
   ssize_t count;
+  bool was_merged;
   do {
-    if (STATE(shared) == FTM_REF_MERGED) local = 0; /* merged before: local is dead */
-    count = (ssize_t)COUNT(shared) + (ssize_t)local + extra;
+    /* merged before (a deferred object's queue entry, say): ob_ref_local
+     * is no longer a count and must be left alone */
+    was_merged = STATE(shared) == FTM_REF_MERGED;
+    count = (ssize_t)COUNT(shared) + (was_merged ? 0 : (ssize_t)local) + extra;
     nshared = (int32_t)((uint32_t)count << SHIFT) | FTM_REF_MERGED;
   } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, nshared));
-  /* after the CAS: a concurrent reader of local then shared (the collector)
-   * over-counts, never under-counts */
-  ftm_atomic_store_release(&o->ob_ref_local, 0);
-  ftm_atomic_store_relaxed(&o->ob_tid, 0);
+  if (!was_merged) {
+    /* after the CAS: a concurrent reader of local then shared (the
+     * collector) over-counts, never under-counts */
+    ftm_atomic_store_release(&o->ob_ref_local, 0);
+    ftm_atomic_store_relaxed(&o->ob_tid, 0);
+  }
   if (ftm_unlikely(count < 0)) ftm__object_fatal("reference count below zero on", o);
   return count;
 }

@@ -13,11 +13,13 @@
  * Detached threads: xstate DETACHED lets another thread take the queue
  * (CAS to HELD), merge it, and give it back; attach waits while HELD.
  *
- * Flush handshake (deferred counts): ftm_clear_deferred bumps ftm__flush_seq
- * and waits for every ATTACHED tstate to acknowledge at a safepoint;
- * DETACHED and FREE ones flushed already (detach and exit flush).  The seq
- * bump and the state reads are seq_cst, as are attach's state store and seq
- * load, so a thread that attaches after being seen detached sees the bump.
+ * Flush requests (deferred counts): ftm_clear_deferred bumps ftm__flush_seq;
+ * every ATTACHED tstate answers at its next safepoint; DETACHED and FREE
+ * ones flushed already (detach and exit flush).  Nobody waits: the clear
+ * completes when some thread sees every attached one answered
+ * (deferred.c).  The seq bump and the state reads are seq_cst, as are
+ * attach's state store and seq load, so a thread that attaches after being
+ * seen detached sees the bump.
  */
 #include <sched.h>
 #include <string.h>
@@ -94,27 +96,36 @@ void ftm__safepoint_slow(ftm__tstate *ts) {
     ts->flush_seen = seq;
     /* release: pairs with the requester's acquire; our flushed adds precede it */
     ftm_atomic_store_release(&ts->xflush_ack, seq);
+    ftm__deferred_complete();
   }
 }
 
-/* Ask every attached thread to flush its deferred counts; wait for them.
- * Detached and free tstates flushed before leaving ATTACHED. */
-void ftm__flush_handshake(void) {
+/* Ask every attached thread to flush its deferred counts at its next
+ * safepoint; returns the request's number.  Nobody waits for the answers:
+ * ftm__flush_acked tells how far every thread has answered. */
+uint64_t ftm__flush_request(void) {
   ftm__tstate *self = ftm__tstate_get();
+  /* seq_cst: against attach's seq_cst store of ATTACHED then load of the
+   * seq, so a thread that attaches after being seen detached flushes */
   uint64_t seq = ftm_atomic_fetch_add_seq_cst(&ftm__flush_seq, 1) + 1;
   ftm__safepoint_slow(self);
+  return seq;
+}
+
+/* The newest request every attached thread has answered.  Detached and
+ * free tstates flushed before they left ATTACHED. */
+uint64_t ftm__flush_acked(void) {
+  uint64_t min = ftm_atomic_load_seq_cst(&ftm__flush_seq);
   uint32_t n = ftm_atomic_load_acquire(&ftm__tstate_count);
   for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
     ftm__tstate *ts = ftm_atomic_load_acquire(&ftm__tstates[i]);
-    if (ts == NULL || ts == self) continue;
-    for (unsigned spins = 0;; spins++) {
-      /* acquire: pairs with the release store of the ack (its flushed adds) */
-      if (ftm_atomic_load_acquire(&ts->xflush_ack) >= seq) break;
-      /* seq_cst: against attach's seq_cst store of ATTACHED and load of the seq */
-      if (ftm_atomic_load_seq_cst(&ts->xstate) != FTM_TS_ATTACHED) break;
-      if (spins > 64) sched_yield();
-    }
+    if (ts == NULL) continue;
+    /* acquire: pairs with the release store of the ack (its flushed adds) */
+    uint64_t ack = ftm_atomic_load_acquire(&ts->xflush_ack);
+    /* seq_cst: see ftm__flush_request */
+    if (ack < min && ftm_atomic_load_seq_cst(&ts->xstate) == FTM_TS_ATTACHED) min = ack;
   }
+  return min;
 }
 
 void ftm_safepoint(void) { ftm__safepoint(ftm__tstate_get()); }
@@ -129,6 +140,7 @@ void ftm_thread_detach(void) {
   /* release: our counts and merges are visible to whoever takes our queue
    * or sees us detached in a handshake */
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_DETACHED);
+  ftm__deferred_complete();
 }
 
 void ftm_thread_attach(void) {
@@ -200,6 +212,7 @@ void ftm__tstate_thread_done(void *arg) {
   ftm__ts = NULL;
   ftm__tid = FTM_TID_NONE;
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_FREE);
+  ftm__deferred_complete();
   /* a slot whose generation would wrap is retired: tids are never reused */
   if (ts->gen < 0xFFFE) ftm_tstack_push_mpmc(&ftm__free_tstates, ts->slot + 1, &ts->xstack_next);
 }

@@ -214,12 +214,15 @@ static inline bool ftm_is_immortal(const ftm_object *o) {
 
 /* Deferred counting for hot shared objects: increments and decrements from
  * any thread go to a per-thread count (no atomic, no shared cache line).
- * Counts are flushed into the object at safepoints, detach and exit; the
- * object cannot die while deferred.  ftm_clear_deferred flushes every
- * thread's count (a handshake: each attached thread at its next safepoint,
- * detached ones need nothing) and drops the deferred pin — the object is
- * freed if nothing else holds it.  Returns 0, -1 + ENOSPC when all 65535
- * deferred slots are in use, -1 + EPERM as for ftm_make_immortal. */
+ * Counts are flushed into the object at detach, exit, ftm_thread_flush and
+ * when asked; the object cannot die while deferred.  ftm_clear_deferred
+ * returns at once: it switches the object back to ordinary counting and
+ * asks every thread to flush; when each attached thread has answered at
+ * its next safepoint (ftm_new, ftm_safepoint, attach/detach, exit) the
+ * deferred pin is dropped — and the object freed if nothing else holds it.
+ * Call it once per ftm_set_deferred.  Returns 0; -1 with errno = ENOSPC
+ * when all 65535 deferred slots are in use, EPERM as for
+ * ftm_make_immortal, EINVAL (clear of an object that is not deferred). */
 FTM_API int ftm_set_deferred(ftm_object *o);
 FTM_API int ftm_clear_deferred(ftm_object *o);
 static inline bool ftm_is_deferred(const ftm_object *o) {
