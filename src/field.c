@@ -23,12 +23,18 @@ ftm_object *ftm_field_load(ftm_field *slot) {
     /* acquire: pairs with the release of the store that published it */
     ftm_object *o = ftm_atomic_load_acquire(slot);
     if (o == NULL) break;
-    if (ftm__try_incref(o)) {
+    int how = ftm__try_incref(o);
+    if (how != FTM_TRY_FAIL) {
       if (ftm_likely(ftm_atomic_load_acquire(slot) == o)) {
         ck_epoch_end(&ts->epoch, NULL);
         return o;
       }
-      ftm_decref(o); /* the field moved on: our count may be on a dying object */
+      /* the field moved on: our count may be on a dying object, whose
+       * ob_ref_local may already read FREED (debug) — undo on the count
+       * we added to, with the full decrement logic: if the object lives,
+       * ours may now be its last reference */
+      if (how == FTM_TRY_SHARED) ftm__decref_shared(o);
+      else ftm_decref(o);
     } else if (ftm_atomic_load_acquire(slot) == o) {
       /* the field still holds an object whose death is decided: a store
        * of a dying object (a bug in the caller) */

@@ -125,7 +125,10 @@ ftm_internal void ftm__merge_for(ftm__tstate *ts);
 ftm_internal void ftm__merge_queue(ftm__tstate *ts, bool for_other);
 ftm_internal ssize_t ftm__merge(ftm_object *o, ssize_t extra);
 ftm_internal void ftm__brc_queue(ftm_object *o);
-ftm_internal bool ftm__try_incref(ftm_object *o);
+/* How a try-incref went: failed, counted on ob_ref_shared, or otherwise
+ * (owner's local count, immortal, deferred). */
+enum { FTM_TRY_FAIL = 0, FTM_TRY_OTHER = 1, FTM_TRY_SHARED = 2 };
+ftm_internal int ftm__try_incref(ftm_object *o);
 ftm_internal ftm_noreturn void ftm__object_fatal(const char *what, const ftm_object *o);
 ftm_internal void ftm__deferred_flush(ftm__tstate *ts);
 ftm_internal void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);

@@ -189,25 +189,25 @@ void ftm__decref_slow(ftm_object *o, uint32_t local) {
 }
 
 /* ---- try-incref ------------------------------------------------------------ */
-bool ftm__try_incref(ftm_object *o) {
+int ftm__try_incref(ftm_object *o) {
   uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
-  if (l == FTM_REF_IMMORTAL) return true;
+  if (l == FTM_REF_IMMORTAL) return FTM_TRY_OTHER;
   if (l == FTM_REF_DEFERRED) {
     ftm__incref_slow(o, l);
-    return true;
+    return FTM_TRY_OTHER;
   }
-  if (l == FTM_REF_FREED) return false;
+  if (l == FTM_REF_FREED) return FTM_TRY_FAIL;
   if (ftm_atomic_load_relaxed(&o->ob_tid) == ftm__tid) {
-    if (l == 0) return false; /* we are freeing it */
+    if (l == 0) return FTM_TRY_FAIL; /* we are freeing it */
     ftm_atomic_store_relaxed(&o->ob_ref_local, l + 1);
-    return true;
+    return FTM_TRY_OTHER;
   }
   int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
   do {
     /* merged with count 0 (or less): its death is decided */
-    if (STATE(shared) == FTM_REF_MERGED && COUNT(shared) <= 0) return false;
+    if (STATE(shared) == FTM_REF_MERGED && COUNT(shared) <= 0) return FTM_TRY_FAIL;
   } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, shared + (1 << SHIFT)));
-  return true;
+  return FTM_TRY_SHARED;
 }
 
 bool ftm_try_incref(ftm_object *o) {
@@ -217,7 +217,7 @@ bool ftm_try_incref(ftm_object *o) {
       ftm_atomic_load_relaxed(&o->ob_tid) != ftm__tid)
     ftm__object_fatal("ftm_try_incref without ftm_enable_try_incref on", o);
 #endif
-  return ftm__try_incref(o);
+  return ftm__try_incref(o) != FTM_TRY_FAIL;
 }
 
 void ftm_enable_try_incref(ftm_object *o) {
