@@ -126,7 +126,8 @@ int ftm_clear_deferred(ftm_object *o) {
 /* Finish the clears every attached thread has flushed for: called after a
  * thread answers a flush request, detaches or exits. */
 void ftm__deferred_complete(void) {
-  if (CK_STACK_ISEMPTY(&ftm__dclears)) return;
+  /* ck_pr_load: CK_STACK_ISEMPTY is a plain read, racing with pushers */
+  if (ck_pr_load_ptr(&ftm__dclears.head) == NULL) return;
   uint64_t done = ftm__flush_acked();
   ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&ftm__dclears);
   while (e != NULL) {

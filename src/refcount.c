@@ -141,7 +141,8 @@ void ftm__brc_queue(ftm_object *o) {
 /* Owner (or holder of a detached owner): merge every queued object. */
 void ftm__merge_queue(ftm__tstate *ts, bool for_other) {
   ftm__tstate *self = ftm__ts;
-  while (!CK_STACK_ISEMPTY(&ts->queue)) {
+  /* ck_pr_load: CK_STACK_ISEMPTY is a plain read, racing with pushers */
+  while (ck_pr_load_ptr(&ts->queue.head) != NULL) {
     ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&ts->queue);
     while (e != NULL) {
       ftm__brc_node *node = (ftm__brc_node *)e;
@@ -202,7 +203,9 @@ int ftm__try_incref(ftm_object *o) {
     ftm_atomic_store_relaxed(&o->ob_ref_local, l + 1);
     return FTM_TRY_OTHER;
   }
-  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  /* acquire: a refusal must order the caller's re-check of the field
+   * after the death it saw (pairs with the dying CAS's release) */
+  int32_t shared = ftm_atomic_load_acquire(&o->ob_ref_shared);
   do {
     /* merged with count 0 (or less): its death is decided */
     if (STATE(shared) == FTM_REF_MERGED && COUNT(shared) <= 0) return FTM_TRY_FAIL;

@@ -155,7 +155,17 @@ void ftm_thread_attach(void) {
     if (st == FTM_TS_ATTACHED) ftm__fatal("ftmem: ftm_thread_attach: thread is already attached\n");
     if (spins > 64) sched_yield(); /* HELD: another thread merges our queue for us */
   }
-  ftm__safepoint_slow(ts);
+  /* answer a flush request now (it may be why we were waited for), but
+   * leave queue merges — which may free objects and run their callbacks —
+   * to the next safepoint: the caller may hold a lock it just acquired */
+  uint64_t seq = ftm_atomic_load_seq_cst(&ftm__flush_seq);
+  if (seq != ts->flush_seen) {
+    ftm__deferred_flush(ts);
+    ts->flush_seen = seq;
+    /* release: pairs with the acquire in ftm__flush_acked */
+    ftm_atomic_store_release(&ts->xflush_ack, seq);
+    ftm__deferred_complete();
+  }
 }
 
 /* Merge a detached thread's queue on its behalf, if it is still detached. */

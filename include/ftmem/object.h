@@ -258,7 +258,10 @@ FTM_API void ftm_read_begin(void);
 FTM_API void ftm_read_end(void);
 /* Free p (from ftm_malloc) after every current read section has ended:
  * for arrays that readers may still be scanning (CPython's
- * _PyMem_FreeDelayed). */
+ * _PyMem_FreeDelayed).  An array of ftm_field retired this way must have
+ * its slots set to NULL first (after their references moved to the new
+ * array): ftm_field_load's re-check reads the slot it loaded from, and a
+ * stale slot that still named a since-dead object would pass it. */
 FTM_API void ftm_free_deferred(void *p);
 
 /* ---- Threads ------------------------------------------------------------ */
