@@ -2,7 +2,9 @@
 # deps.sh — install what ftmem's build and tests need on Debian 12.
 #
 # Idempotent: asks apt only when a package is missing (and runs
-# `apt-get update` only then).  Needs root, or passwordless sudo.
+# `apt-get update` only then).  Needs root, or passwordless sudo.  Ends by
+# fetching Debian's ck source for the TSan build (.ci/fetch_ck_source.sh),
+# which does nothing once it is cached.
 set -euo pipefail
 
 packages=(
@@ -18,22 +20,30 @@ for p in "${packages[@]}"; do
   [ "$status" = "install ok installed" ] || missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "deps: all ${#packages[@]} packages present"
-  exit 0
+sudo=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo -n)
 fi
 
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo=(sudo -n)
-  else
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#packages[@]} packages present"
+else
+  if [ "$(id -u)" -ne 0 ] && [ ${#sudo[@]} -eq 0 ]; then
     echo "deps: missing ${missing[*]} and not root (no sudo): install them first" >&2
     exit 1
   fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Debian's Concurrency Kit source: the TSan build compiles ck_epoch.c and
+# ck_hs.c from it (cmake/ck_tsan_sources.cmake).  Cheap once cached (no
+# root needed then); the first fetch needs root.
+fetch=(bash "$(dirname "${BASH_SOURCE[0]}")/fetch_ck_source.sh")
+if [ "$(id -u)" -ne 0 ] && ! "${fetch[@]}" >/dev/null 2>&1; then
+  fetch=("${sudo[@]}" env "FTMEM_CK_SOURCE_DIR=${FTMEM_CK_SOURCE_DIR:-}" "${fetch[@]}")
+fi
+ck_src=$("${fetch[@]}") # an assignment, so that a failure stops the script
+echo "deps: ck source in $ck_src"
