@@ -6,8 +6,13 @@
  * in its own array (tstate->dcounts[slot]: a plain add, no shared cache
  * line), and adds them to ob_ref_shared when it flushes: at detach, at
  * exit, at ftm_thread_flush, and at a safepoint after a flush request.
- * While deferred the object holds one extra "pin" reference in
- * ob_ref_shared, so it cannot die however the per-thread counts go.
+ * While deferred, and until its clear completes, the object holds a "pin"
+ * of FTM_DEFERRED_PIN (2^26) references in ob_ref_shared: a thread's
+ * unflushed increments are each backed by a real reference, so no run of
+ * decrements that reach ob_ref_shared before those increments are flushed
+ * can take it to zero.  A single-reference pin could: T increfs (unflushed),
+ * the owner drops and clears, T decrefs on the shared count — death, then
+ * T's late flush and the pin drop free it twice.
  *
  * ftm_clear_deferred: (1) ob_ref_local := 0 (the object is MERGED since
  * ftm_set_deferred, so new increments go to ob_ref_shared); (2) a flush
@@ -15,7 +20,8 @@
  * — including increments by threads that read FTM_REF_DEFERRED just before
  * (1); (3) once every attached thread has answered (detached and exited
  * ones flushed before leaving), whichever thread notices drops the pin and
- * frees the slot.  Nobody waits: the requester returns at once, and the
+ * frees the slot.  ftm_set_deferred refuses (EBUSY) while the pin of an
+ * earlier clear is still held.  Nobody waits: the requester returns at once, and the
  * object dies at the last answer if nothing else holds it.
  */
 #include <string.h>
@@ -76,9 +82,8 @@ void ftm__deferred_flush(ftm__tstate *ts) {
 int ftm_set_deferred(ftm_object *o) {
   uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
   if (l == FTM_REF_DEFERRED || l == FTM_REF_IMMORTAL) return 0;
-  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
-  if (tid != 0 && tid != ftm__tid) {
-    errno = EPERM; /* only the owner may fold ob_ref_local */
+  if (ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_PINNED) {
+    errno = EBUSY; /* a clear is still waiting for other threads' counts */
     return -1;
   }
   (void)ftm__tstate_get();
@@ -89,10 +94,17 @@ int ftm_set_deferred(ftm_object *o) {
   }
   /* release: flushes by other threads (acquire) find the object */
   ftm_atomic_store_release(&ftm__deferred_objs[idx], o);
-  ftm__merge(o, 1); /* fold the owner's count in, plus the pin */
   ftm_atomic_store_relaxed(&o->ob_deferred, (uint16_t)idx);
-  /* release: a thread that reads DEFERRED also reads ob_deferred */
-  ftm_atomic_store_release(&o->ob_ref_local, FTM_REF_DEFERRED);
+  ftm_atomic_fetch_or_relaxed(&o->ob_flags, FTM_OBF_PINNED);
+  /* fold the owner's count in, plus the pin; then the sentinel (release:
+   * a thread that reads DEFERRED also reads ob_deferred) */
+  if (ftm__set_local_sentinel(o, FTM_REF_DEFERRED, FTM_DEFERRED_PIN) != 0) {
+    ftm_atomic_fetch_and_relaxed(&o->ob_flags, (uint8_t)~FTM_OBF_PINNED);
+    ftm_atomic_store_relaxed(&o->ob_deferred, 0);
+    ftm_atomic_store_relaxed(&ftm__deferred_objs[idx], NULL);
+    ftm_tstack_push_mpmc(&ftm__deferred_free, idx, &ftm__deferred_link[idx]);
+    return -1; /* EPERM */
+  }
   return 0;
 }
 
@@ -142,6 +154,13 @@ void ftm__deferred_complete(void) {
     ftm_atomic_store_relaxed(&ftm__deferred_objs[c->idx], NULL);
     ftm_tstack_push_mpmc(&ftm__deferred_free, c->idx, &ftm__deferred_link[c->idx]);
     ftm_free(c);
-    ftm__decref_shared(o); /* the pin */
+    ftm_atomic_fetch_and_relaxed(&o->ob_flags, (uint8_t)~FTM_OBF_PINNED);
+    /* drop the pin; acq_rel as every change of ob_ref_shared */
+    int32_t nshared = ftm_atomic_fetch_sub_acq_rel(&o->ob_ref_shared,
+                                                   (int32_t)(FTM_DEFERRED_PIN << FTM_REF_SHARED_SHIFT)) -
+                      (int32_t)(FTM_DEFERRED_PIN << FTM_REF_SHARED_SHIFT);
+    if (nshared == FTM_REF_MERGED) ftm__dealloc(o);
+    else if (ftm_unlikely(nshared < FTM_REF_MERGED))
+      ftm__object_fatal("reference count below zero (deferred) on", o);
   }
 }

@@ -18,6 +18,10 @@
 
 ftm_object *ftm_field_load(ftm_field *slot) {
   ftm__tstate *ts = ftm__tstate_get();
+#if FTM_CHECK_OBJECTS
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ts->xstate) != FTM_TS_ATTACHED))
+    ftm__fatal("ftmem: ftm_field_load from a detached thread: call ftm_thread_attach first\n");
+#endif
   ck_epoch_begin(&ts->epoch, NULL);
   for (;;) {
     /* acquire: pairs with the release of the store that published it */

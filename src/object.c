@@ -63,9 +63,15 @@ int ftm_type_ready(ftm_type *t) {
 }
 
 static inline void ftm__header_init(ftm_object *o, ftm_type *t, uint32_t tid) {
-  ftm_atomic_store_relaxed(&o->ob_tid, tid);
-  ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
-  ftm_atomic_store_relaxed(&o->ob_ref_shared, 0);
+  if (ftm_likely(tid != FTM_TID_NONE)) {
+    ftm_atomic_store_relaxed(&o->ob_tid, tid);
+    ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
+    ftm_atomic_store_relaxed(&o->ob_ref_shared, 0);
+  } else { /* a thread tearing down its state: no owner, born merged */
+    ftm_atomic_store_relaxed(&o->ob_tid, 0);
+    ftm_atomic_store_relaxed(&o->ob_ref_local, 0);
+    ftm_atomic_store_relaxed(&o->ob_ref_shared, (1 << FTM_REF_SHARED_SHIFT) | FTM_REF_MERGED);
+  }
   ftm_atomic_store_relaxed(&o->ob_gc_bits, 0);
   ftm_atomic_store_relaxed(&o->ob_flags, 0);
   ftm_atomic_store_relaxed(&o->ob_deferred, 0);
@@ -75,6 +81,10 @@ static inline void ftm__header_init(ftm_object *o, ftm_type *t, uint32_t tid) {
 static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
   if (ftm_unlikely(ftm_atomic_load_acquire(&t->ftm_ready) != 1) && ftm_type_ready(t) != 0) return NULL;
   ftm__tstate *ts = ftm__tstate_get();
+#if FTM_CHECK_OBJECTS
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ts->xstate) != FTM_TS_ATTACHED))
+    ftm__fatal("ftmem: ftm_new (type %s) from a detached thread: call ftm_thread_attach first\n", t->name);
+#endif
   ftm__safepoint(ts);
   ftm_object *o;
   uint32_t fi = t->ftm_freelist_index;

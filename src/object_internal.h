@@ -131,6 +131,11 @@ enum { FTM_TRY_FAIL = 0, FTM_TRY_OTHER = 1, FTM_TRY_SHARED = 2 };
 ftm_internal int ftm__try_incref(ftm_object *o);
 ftm_internal ftm_noreturn void ftm__object_fatal(const char *what, const ftm_object *o);
 ftm_internal void ftm__deferred_flush(ftm__tstate *ts);
+ftm_internal int ftm__set_local_sentinel(ftm_object *o, uint32_t sentinel, ssize_t extra);
+/* The deferred pin: so many references that the per-thread counts not yet
+ * flushed (each backed by a real reference) can never take the shared
+ * count to zero while a clear is pending. */
+#define FTM_DEFERRED_PIN ((ssize_t)1 << 26)
 ftm_internal void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);
 
 /* ---- objects (object.c) ---- */

@@ -238,20 +238,46 @@ ssize_t ftm_refcount(const ftm_object *co) {
   if (l == FTM_REF_IMMORTAL) return (ssize_t)FTM_REF_IMMORTAL;
   int32_t shared = ftm_atomic_load_acquire(&o->ob_ref_shared);
   if (l >= FTM_REF_SPECIAL || STATE(shared) == FTM_REF_MERGED) l = 0;
-  return (ssize_t)l + COUNT(shared);
+  ssize_t n = (ssize_t)l + COUNT(shared);
+  if (ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_PINNED) n -= FTM_DEFERRED_PIN;
+  return n;
 }
 
-int ftm_make_immortal(ftm_object *o) {
-  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
-  if (tid != 0 && tid != ftm__tid) {
-    /* owned by another thread: allowed only if that thread has exited */
-    ftm__tstate *owner = ftm_atomic_load_acquire(&ftm__tstates[tid & 0xFFFFu]);
-    if (owner != NULL && ftm_atomic_load_acquire(&owner->xtid) == tid) {
-      errno = EPERM;
-      return -1;
-    }
-  }
-  /* relaxed: published to other threads by whatever hands them o */
-  ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_IMMORTAL);
-  return 0;
+/* Is tid a thread other than the caller that is still alive? */
+static bool ftm__other_owner_alive(uint32_t tid) {
+  if (tid == 0 || tid == ftm__tid) return false;
+  ftm__tstate *owner = ftm_atomic_load_acquire(&ftm__tstates[tid & 0xFFFFu]);
+  /* acquire: pairs with register's release store of xtid */
+  return owner != NULL && ftm_atomic_load_acquire(&owner->xtid) == tid;
 }
+
+/* Set ob_ref_local to a sentinel (IMMORTAL, DEFERRED) from its owner, or
+ * from any thread if the owner is gone; -1 + EPERM if another live thread
+ * owns o.  `extra` references are added to the count when o is merged
+ * first (the deferred pin).  The owner's ob_ref_local is its own to store;
+ * otherwise o is merged first and the sentinel goes in by CAS from 0, since
+ * a thread that merged o for its dead owner may not have stored its 0 yet. */
+int ftm__set_local_sentinel(ftm_object *o, uint32_t sentinel, ssize_t extra) {
+  uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
+  if (ftm__other_owner_alive(tid)) {
+    errno = EPERM;
+    return -1;
+  }
+  if (extra != 0 || tid != ftm__tid) ftm__merge(o, extra);
+  if (tid != 0 && tid == ftm__tid && extra == 0) {
+    /* relaxed: published to other threads by whatever hands them o */
+    ftm_atomic_store_relaxed(&o->ob_ref_local, sentinel);
+    return 0;
+  }
+  for (;;) {
+    uint32_t expect = 0;
+    /* release: a thread that reads the sentinel (acquire) sees ob_deferred */
+    if (atomic_compare_exchange_weak_explicit(&o->ob_ref_local, &expect, sentinel, memory_order_release,
+                                              memory_order_relaxed))
+      return 0;
+    if (expect == sentinel) return 0;
+    ftm_cpu_relax(); /* another merger's store of 0 is on its way */
+  }
+}
+
+int ftm_make_immortal(ftm_object *o) { return ftm__set_local_sentinel(o, FTM_REF_IMMORTAL, 0); }

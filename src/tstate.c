@@ -197,6 +197,11 @@ void ftm__tstate_thread_done(void *arg) {
   uint32_t st = ftm_atomic_load_relaxed(&ts->xstate);
   if (st != FTM_TS_ATTACHED) ftm_thread_attach();
   ftm__deferred_flush(ts);
+  /* 0: from here this thread counts like any other thread on the objects
+   * it owned: once xtid is 0, others merge those objects' frozen
+   * ob_ref_local for us, and an owner-path store of ours would race with
+   * that (objects created from here on are born merged, object.c) */
+  ftm__tid = FTM_TID_NONE;
   /* 1: no queuer may start pushing to us (refcount.c checks xtid in a section) */
   ftm_atomic_store_release(&ts->xtid, 0);
   /* 2: every section that might have seen our tid is over */
@@ -220,7 +225,6 @@ void ftm__tstate_thread_done(void *arg) {
   ts->quarantine = NULL;
 #endif
   ftm__ts = NULL;
-  ftm__tid = FTM_TID_NONE;
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_FREE);
   ftm__deferred_complete();
   /* a slot whose generation would wrap is retired: tids are never reused */

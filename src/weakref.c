@@ -27,6 +27,7 @@ struct ftm_weakref {
   _Atomic(ftm_object *) wr_object; /* NULL once the referent is dying */
   ftm_weakref_callback callback;
   void *arg;
+  _Atomic int released; /* ftm_weakref_release was called: no callback */
   struct ftm_weakref *prev, *next; /* the referent's list; stripe lock */
 };
 
@@ -154,7 +155,12 @@ ftm_object *ftm_weakref_get(ftm_weakref *w) {
   return r;
 }
 
-void ftm_weakref_release(ftm_weakref *wr) { ftm_decref(&((struct ftm_weakref *)wr)->ob_base); }
+void ftm_weakref_release(ftm_weakref *w) {
+  struct ftm_weakref *wr = (struct ftm_weakref *)w;
+  /* release: pairs with the acquire before a callback starts */
+  ftm_atomic_store_release(&wr->released, 1);
+  ftm_decref(&wr->ob_base);
+}
 
 /* The referent o is dying: clear its weak references, run their callbacks. */
 void ftm__weakrefs_clear(ftm_object *o) {
@@ -183,7 +189,8 @@ void ftm__weakrefs_clear(ftm_object *o) {
   while (cbs != NULL) {
     struct ftm_weakref *next = cbs->next;
     cbs->next = NULL;
-    cbs->callback((ftm_weakref *)cbs, cbs->arg);
+    /* acquire: a release that returned before this point suppresses it */
+    if (!ftm_atomic_load_acquire(&cbs->released)) cbs->callback((ftm_weakref *)cbs, cbs->arg);
     ftm_decref(&cbs->ob_base);
     cbs = next;
   }

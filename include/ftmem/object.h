@@ -23,7 +23,7 @@
  * atomics on `ob_ref_shared`.  When another thread's decrement would take
  * the shared count below zero the object is queued to its owner, which
  * merges the two counts at its next safepoint (ftm_new, ftm_safepoint,
- * attach/detach, exit).  An exiting thread merges its queue; objects it
+ * detach, exit).  An exiting thread merges its queue; objects it
  * still owns are merged by the first thread that would queue them; the
  * queue of a detached thread is merged on its behalf when it grows.
  *
@@ -99,7 +99,7 @@ typedef struct ftm_varobject {
 #define FTM_OBF_SHARED 0x01   /* may be read optimistically: free after a grace period */
 #define FTM_OBF_WEAKREFS 0x02 /* weak references may exist */
 #define FTM_OBF_FINALIZED 0x04 /* finalize has run */
-#define FTM_OBF_FREED 0x08    /* debug/secure: dead, being or been freed */
+#define FTM_OBF_PINNED 0x08   /* deferred, or its clear is pending: holds the pin */
 
 /* Called for each reference an object holds; a non-zero return stops the
  * traversal and is returned by it. */
@@ -125,7 +125,10 @@ struct ftm_type {
   void (*dealloc)(ftm_object *self);
   /* optional: bytes owned outside the object, for ftm_sizeof */
   size_t (*sizeof_extra)(const ftm_object *self);
-  unsigned freelist_max; /* FTM_TYPE_FREELIST: objects kept per thread (0: 80) */
+  /* FTM_TYPE_FREELIST: objects kept per thread (0: 80).  FTMEM_DEBUG and
+   * FTMEM_SECURE builds keep no free lists: freed objects go through a
+   * quarantine so that late increfs are caught */
+  unsigned freelist_max;
   /* set by ftmem; zero-initialise */
   _Atomic uint32_t ftm_ready;
   uint32_t ftm_freelist_index;
@@ -220,7 +223,9 @@ static inline bool ftm_is_immortal(const ftm_object *o) {
  * asks every thread to flush; when each attached thread has answered at
  * its next safepoint (ftm_new, ftm_safepoint, attach/detach, exit) the
  * deferred pin is dropped — and the object freed if nothing else holds it.
- * Call it once per ftm_set_deferred.  Returns 0; -1 with errno = ENOSPC
+ * Call it once per ftm_set_deferred; ftm_refcount does not count the pin.
+ * Returns 0; -1 with errno = EBUSY (set while an earlier clear is pending),
+ * ENOSPC
  * when all 65535 deferred slots are in use, EPERM as for
  * ftm_make_immortal, EINVAL (clear of an object that is not deferred). */
 FTM_API int ftm_set_deferred(ftm_object *o);
@@ -284,7 +289,10 @@ typedef void (*ftm_weakref_callback)(ftm_weakref *wr, void *arg);
 FTM_API ftm_weakref *ftm_weakref_new(ftm_object *obj, ftm_weakref_callback callback, void *arg);
 /* A new reference to the referent, or NULL once it is dying or dead. */
 FTM_API ftm_object *ftm_weakref_get(ftm_weakref *wr);
-/* Drop the weak reference (no callback runs after this returns). */
+/* Drop the weak reference.  A callback that has not started by the time
+ * this is called does not run; one already running (the referent died
+ * concurrently) finishes, holding its own reference to the weakref — as in
+ * CPython. */
 FTM_API void ftm_weakref_release(ftm_weakref *wr);
 /* The type of weak reference objects (an ftm_weakref is an ftm_object). */
 FTM_API extern ftm_type ftm_weakref_type;
