@@ -53,6 +53,7 @@ int ftm_type_ready(ftm_type *t) {
     return -1;
   }
   t->ftm_freelist_index = UINT32_MAX;
+  if (t->freelist_max == 0) t->freelist_max = FTM_FREELIST_DEFAULT; /* as documented: 0 means 80 */
   if (t->flags & FTM_TYPE_FREELIST) {
     uint32_t i = ftm_atomic_fetch_add_relaxed(&ftm__freelist_types, 1);
     if (i < FTM_MAX_FREELIST_TYPES) t->ftm_freelist_index = i;
@@ -63,19 +64,40 @@ int ftm_type_ready(ftm_type *t) {
 }
 
 static inline void ftm__header_init(ftm_object *o, ftm_type *t, uint32_t tid) {
-  if (ftm_likely(tid != FTM_TID_NONE)) {
-    ftm_atomic_store_relaxed(&o->ob_tid, tid);
-    ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
-    ftm_atomic_store_relaxed(&o->ob_ref_shared, 0);
-  } else { /* a thread tearing down its state: no owner, born merged */
-    ftm_atomic_store_relaxed(&o->ob_tid, 0);
-    ftm_atomic_store_relaxed(&o->ob_ref_local, 0);
-    ftm_atomic_store_relaxed(&o->ob_ref_shared, (1 << FTM_REF_SHARED_SHIFT) | FTM_REF_MERGED);
+  /* the block is not visible to any other thread yet (a free-list block
+   * was never SHARED; a bag's block outlived its grace period), so the
+   * header is written as plain bytes: three stores instead of seven */
+  _Static_assert(offsetof(ftm_object, ob_ref_local) == 4 && offsetof(ftm_object, ob_ref_shared) == 8 &&
+                     offsetof(ftm_object, ob_type) == 16 && sizeof(ftm_object) == 24,
+                 "the header layout the words below assume");
+  _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "header words are little-endian");
+  /* words in the header's little-endian layout: tid | local << 32, then
+   * shared | gc_bits, flags, deferred (all 0), then the type */
+  uint64_t w0 = tid | (uint64_t)1 << 32, w1 = 0;
+  if (ftm_unlikely(tid == FTM_TID_NONE)) { /* a thread tearing down its state: no owner, born merged */
+    w0 = 0;
+    w1 = (1 << FTM_REF_SHARED_SHIFT) | FTM_REF_MERGED;
   }
-  ftm_atomic_store_relaxed(&o->ob_gc_bits, 0);
-  ftm_atomic_store_relaxed(&o->ob_flags, 0);
-  ftm_atomic_store_relaxed(&o->ob_deferred, 0);
-  o->ob_type = t;
+  memcpy((char *)o, &w0, 8);
+  memcpy((char *)o + 8, &w1, 8);
+  memcpy((char *)o + 16, &t, sizeof t);
+}
+
+/* Zero the body: blocks are multiples of 16 bytes, so whole words past
+ * the object's end are still inside its block.  Small bodies by hand: a
+ * memset call costs more than the stores. */
+static inline void ftm__zero_body(ftm_object *o, size_t size) {
+  uint64_t *w = (uint64_t *)(o + 1);
+  size_t n = (size - sizeof(ftm_object) + 7) / 8;
+  switch (n) {
+  case 5: w[4] = 0; /* fall through */
+  case 4: w[3] = 0; /* fall through */
+  case 3: w[2] = 0; /* fall through */
+  case 2: w[1] = 0; /* fall through */
+  case 1: w[0] = 0; /* fall through */
+  case 0: return;
+  default: memset(w, 0, n * 8);
+  }
 }
 
 static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
@@ -98,7 +120,7 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
     if (ftm_unlikely(o == NULL)) return NULL;
   }
   ftm__header_init(o, t, ftm__tid);
-  memset(o + 1, 0, size - sizeof(ftm_object));
+  ftm__zero_body(o, size);
   ftm_counter_add(&ts->created, 1);
   return o;
 }
@@ -157,8 +179,7 @@ void ftm__object_free_memory(ftm_object *o) {
   }
 #else
   uint32_t fi = t->ftm_freelist_index;
-  unsigned max = t->freelist_max ? t->freelist_max : FTM_FREELIST_DEFAULT;
-  if (fi < FTM_MAX_FREELIST_TYPES && ts->freelists[fi].n < max) {
+  if (fi < FTM_MAX_FREELIST_TYPES && ts->freelists[fi].n < t->freelist_max) {
     o->ob_type = (const ftm_type *)(uintptr_t)ts->freelists[fi].head;
     ts->freelists[fi].head = o;
     ts->freelists[fi].n++;
@@ -223,6 +244,32 @@ static void ftm__dealloc_now(ftm__tstate *ts, ftm_object *o) {
 
 void ftm__dealloc(ftm_object *o) {
   ftm__tstate *ts = ftm__tstate_get();
+  const ftm_type *t = o->ob_type;
+  /* the common death: no weakrefs, never shared or finalized, no
+   * finalizer, not nested deep — straight to clear, dealloc and the free
+   * list, without the general path's checks */
+  if (ftm_likely(ftm_atomic_load_relaxed(&o->ob_flags) == 0 && t->finalize == NULL &&
+                 ts->dealloc_depth < FTM_TRASH_DEPTH && !FTM_CHECK_OBJECTS)) {
+    bool callbacks = t->clear != NULL || t->dealloc != NULL;
+    if (callbacks) {
+      ts->dealloc_depth++;
+      if (t->clear != NULL) t->clear(o);
+      if (t->dealloc != NULL) t->dealloc(o);
+      ts->dealloc_depth--;
+    }
+    ftm_counter_add(&ts->freed, 1);
+    uint32_t fi = t->ftm_freelist_index;
+    ftm__freelist *fl = fi < FTM_MAX_FREELIST_TYPES ? &ts->freelists[fi] : NULL;
+    if (fl != NULL && fl->n < t->freelist_max) { /* freelist_max set by ftm_type_ready */
+      o->ob_type = (const ftm_type *)(uintptr_t)fl->head;
+      fl->head = o;
+      fl->n++;
+    } else {
+      ftm_free(o);
+    }
+    if (callbacks && ftm_unlikely(ts->dealloc_depth == 0 && ts->ntrash != 0)) ftm__trash_drain(ts);
+    return;
+  }
   if (ts->dealloc_depth >= FTM_TRASH_DEPTH) {
     if (ts->ntrash == ts->trash_cap) {
       size_t cap = ts->trash_cap ? ts->trash_cap * 2 : 256;
