@@ -38,7 +38,25 @@ void ftm__object_fatal(const char *what, const ftm_object *o) {
  * then dead.  Caller has the owner's rights over ob_ref_local (it is the
  * owner, the owner is dead, or the owner is detached and held).  Returns
  * the merged count; `extra` is added to it (-1: a queue entry's reference). */
+static ssize_t ftm__merge_keep(ftm_object *o, ssize_t extra);
+
 ssize_t ftm__merge(ftm_object *o, ssize_t extra) {
+  if (extra >= 0) return ftm__merge_keep(o, extra);
+  /* giving up a reference (a queue entry's): merge while it still holds o,
+   * so that the header stores after the merge CAS cannot land on memory
+   * another thread's decrement has already freed; then drop it */
+  ssize_t count = ftm__merge_keep(o, 0);
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&o->ob_ref_local) == FTM_REF_IMMORTAL)) return count;
+  int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);
+  int32_t nshared;
+  do {
+    nshared = shared + (int32_t)(extra * (1 << SHIFT));
+  } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, nshared));
+  if (ftm_unlikely(COUNT(nshared) < 0)) ftm__object_fatal("reference count below zero on", o);
+  return COUNT(nshared);
+}
+
+static ssize_t ftm__merge_keep(ftm_object *o, ssize_t extra) {
   uint32_t local = ftm_atomic_load_relaxed(&o->ob_ref_local);
   if (ftm_unlikely(local == FTM_REF_IMMORTAL)) return 1; /* made immortal while queued */
   int32_t shared = ftm_atomic_load_relaxed(&o->ob_ref_shared);

@@ -211,6 +211,9 @@ void ftm__tstate_thread_done(void *arg) {
   ftm__trash_drain(ts);
   ftm__freelists_clear(ts);
   ftm__epoch_barrier(ts);
+  /* objects that died in the merges above dropped their references to
+   * deferred objects into our counts */
+  ftm__deferred_flush(ts);
   ftm_free(ts->dcounts);
   ts->dcounts = NULL;
   ts->dcap = 0;

@@ -173,8 +173,6 @@ void ftm__weakrefs_clear(ftm_object *o) {
   struct ftm_weakref *wr = l ? l->head : NULL;
   while (wr != NULL) {
     struct ftm_weakref *next = wr->next;
-    /* release: a get that reads NULL needs nothing else */
-    ftm_atomic_store_release(&wr->wr_object, NULL);
     wr->prev = NULL;
     if (wr->callback != NULL && ftm__try_incref(&wr->ob_base)) {
       wr->next = cbs;
@@ -182,6 +180,11 @@ void ftm__weakrefs_clear(ftm_object *o) {
     } else {
       wr->next = NULL;
     }
+    /* last: a weak reference dying meanwhile takes this stripe lock in its
+     * dealloc only while it reads its referent non-NULL — once it reads
+     * NULL its memory may go at once.  release: a get that reads NULL
+     * needs nothing else */
+    ftm_atomic_store_release(&wr->wr_object, NULL);
     wr = next;
   }
   pthread_mutex_unlock(&s->lock);
