@@ -347,3 +347,17 @@ fi
 "$py" "$here/report.py" collect "$raw" -o "$out_dir/latest.json"
 "$py" "$here/report.py" show "$out_dir/latest.json" --txt "$out_dir/latest.txt" --png "$out_dir/latest.png"
 log "raw output: $raw"
+
+# ---- Object layer (bench/run_objects.sh -> objects.{json,txt}) -----------------
+# A full run (no --only) ends with the object-layer benchmarks, same build
+# and output directory; their failure leaves the allocator results standing.
+if [[ -z $only ]]; then
+  obj_args=(--build-dir "$build_dir" --out "$out_dir" --reps "$reps")
+  [[ $quick == 1 ]] && obj_args+=(--quick)
+  [[ $do_install == 0 ]] && obj_args+=(--no-install)
+  if "$here/run_objects.sh" "${obj_args[@]}" >"$raw/objects.log" 2>&1; then
+    log "object benchmarks: $out_dir/objects.txt"
+  else
+    log "object benchmarks failed (see $raw/objects.log)"
+  fi
+fi

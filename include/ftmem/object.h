@@ -175,19 +175,21 @@ static inline void ftm_incref(ftm_object *o) {
 
 static inline void ftm_decref(ftm_object *o) {
   uint32_t l = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
-  if (__builtin_expect(l >= FTM_REF_SPECIAL, 0)) {
-    if (l != FTM_REF_IMMORTAL) ftm__decref_slow(o, l);
+  /* one unsigned compare for both "l <= 1" (the last owner reference, or
+   * one too many) and "l >= FTM_REF_SPECIAL" (immortal, deferred, freed) */
+  if (__builtin_expect(l - 2u >= FTM_REF_SPECIAL - 2u, 0)) {
+    if (l == FTM_REF_IMMORTAL) return;
+    if (l >= FTM_REF_SPECIAL) ftm__decref_slow(o, l);
+    else if (atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == ftm__tid)
+      ftm__local_zero(o); /* l == 0: a decref too many, reported there */
+    else
+      ftm__decref_shared(o);
     return;
   }
-  if (__builtin_expect(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == ftm__tid, 1)) {
-    if (__builtin_expect(l <= 1, 0)) {
-      ftm__local_zero(o); /* l == 0: a decref too many, reported there */
-      return;
-    }
+  if (__builtin_expect(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == ftm__tid, 1))
     atomic_store_explicit(&o->ob_ref_local, l - 1, memory_order_relaxed);
-  } else {
+  else
     ftm__decref_shared(o);
-  }
 }
 
 static inline void ftm_xincref(ftm_object *o) { if (o) ftm_incref(o); }
