@@ -311,8 +311,10 @@ typedef bool (*ftm_intern_eq)(const ftm_object *a, const ftm_object *b);
 FTM_API ftm_intern_table *ftm_intern_table_new(ftm_intern_hash hash, ftm_intern_eq eq);
 /* The canonical instance equal to obj: obj itself (made immortal and
  * entered) or the one entered before (obj's reference is then released).
- * Steals obj's reference; the result is immortal.  NULL + ENOMEM (obj's
- * reference is released). */
+ * Steals obj's reference; the result is immortal.  NULL + ENOMEM, or
+ * NULL + EPERM when obj is new to the table but owned by another live
+ * thread (only its owner, or anyone after the owner exits, may make it
+ * immortal); obj's reference is released in both cases. */
 FTM_API ftm_object *ftm_intern(ftm_intern_table *t, ftm_object *obj);
 /* The canonical instance equal to probe, or NULL; takes no reference. */
 FTM_API ftm_object *ftm_intern_lookup(ftm_intern_table *t, const ftm_object *probe);
