@@ -190,6 +190,15 @@ void ftm__object_free_memory(ftm_object *o) {
   ftm_free(o);
 }
 
+#if FTM_CHECK_OBJECTS
+void ftm__quarantine_flush(ftm__tstate *ts) {
+  for (uint32_t i = 0; ts->quarantine != NULL && i < FTM_QUARANTINE; i++) {
+    if (ts->quarantine[i] != NULL) ftm_free(ts->quarantine[i]);
+    ts->quarantine[i] = NULL;
+  }
+}
+#endif
+
 void ftm__freelists_clear(ftm__tstate *ts) {
   for (unsigned i = 0; i < FTM_MAX_FREELIST_TYPES; i++) {
     ftm_object *o = ts->freelists[i].head;

@@ -142,6 +142,7 @@ ftm_internal void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);
 ftm_internal void ftm__dealloc(ftm_object *o);
 ftm_internal void ftm__object_free_memory(ftm_object *o);
 ftm_internal void ftm__freelists_clear(ftm__tstate *ts);
+ftm_internal void ftm__quarantine_flush(ftm__tstate *ts);
 ftm_internal void ftm__trash_drain(ftm__tstate *ts);
 
 /* ---- epochs (epoch.c) ---- */

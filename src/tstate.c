@@ -186,6 +186,9 @@ void ftm_thread_flush(void) {
   ftm__deferred_flush(ts);
   ftm__trash_drain(ts);
   ftm__epoch_barrier(ts);
+#if FTM_CHECK_OBJECTS
+  ftm__quarantine_flush(ts); /* so that a leak check sees the blocks back */
+#endif
 }
 
 /* ---- exit ---------------------------------------------------------------- */
@@ -222,8 +225,7 @@ void ftm__tstate_thread_done(void *arg) {
   ts->trash = NULL;
   ts->ntrash = ts->trash_cap = 0;
 #if FTM_CHECK_OBJECTS
-  for (uint32_t i = 0; ts->quarantine && i < FTM_QUARANTINE; i++)
-    if (ts->quarantine[i]) ftm_free(ts->quarantine[i]);
+  ftm__quarantine_flush(ts);
   ftm_free(ts->quarantine);
   ts->quarantine = NULL;
 #endif

@@ -276,7 +276,8 @@ FTM_API void ftm_thread_attach(void);
 FTM_API void ftm_thread_detach(void);
 FTM_API void ftm_safepoint(void);
 /* Merge this thread's queue, flush deferred counts and run pending
- * deferred frees now (what exit does, without exiting). */
+ * deferred frees now (what exit does, without exiting); debug and secure
+ * builds also empty the thread's quarantine of freed objects. */
 FTM_API void ftm_thread_flush(void);
 
 /* ---- Weak references ---------------------------------------------------- */
