@@ -191,11 +191,16 @@ void ftm__object_free_memory(ftm_object *o) {
 }
 
 #if FTM_CHECK_OBJECTS
+/* Free what the quarantine holds, and the quarantine itself (it comes
+ * back on the next death): after a flush the thread holds no block. */
 void ftm__quarantine_flush(ftm__tstate *ts) {
-  for (uint32_t i = 0; ts->quarantine != NULL && i < FTM_QUARANTINE; i++) {
-    if (ts->quarantine[i] != NULL) ftm_free(ts->quarantine[i]);
-    ts->quarantine[i] = NULL;
-  }
+  ftm_object **q = ts->quarantine;
+  if (q == NULL) return;
+  ts->quarantine = NULL;
+  ts->qpos = 0;
+  for (uint32_t i = 0; i < FTM_QUARANTINE; i++)
+    if (q[i] != NULL) ftm_free(q[i]);
+  ftm_free(q);
 }
 #endif
 

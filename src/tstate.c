@@ -226,8 +226,6 @@ void ftm__tstate_thread_done(void *arg) {
   ts->ntrash = ts->trash_cap = 0;
 #if FTM_CHECK_OBJECTS
   ftm__quarantine_flush(ts);
-  ftm_free(ts->quarantine);
-  ts->quarantine = NULL;
 #endif
   ftm__ts = NULL;
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_FREE);
