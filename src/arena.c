@@ -141,10 +141,43 @@ static void ftm__arena_slices_free(ftm__arena *a, uint64_t m) {
 /* Give a pool's slices back to its arena. */
 void ftm__arena_pool_free(ftm__pool *pool) {
   uint32_t i = pool->index - 1;
+  pool->guarded = 0; /* the guard page itself stays (see ftm__arena_set_guards) */
   ftm__pagemap_set(pool->start, (size_t)pool->span * FTM_SLICE_SIZE, NULL);
   ftm_atomic_store_relaxed(&pool->xheap, NULL);
   ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
   ftm__arena_slices_free(&ftm__arenas[i / FTM_ARENA_SLICES], ftm__run_mask(pool->span, i % FTM_ARENA_SLICES));
+}
+
+/* FTMEM_SECURE: make the run of `span` slices of the pool at `index`
+ * (arena * 64 + first slice + 1) accessible, except, if guard_last, the
+ * last page of its last slice.  Returns whether that guard is in place.
+ * The caller owns the slices. */
+bool ftm__arena_set_guards(uint32_t index, unsigned span, bool guard_last) {
+  uint32_t i = index - 1;
+  unsigned first = i % FTM_ARENA_SLICES;
+  ftm__arena *a = &ftm__arenas[i / FTM_ARENA_SLICES];
+  char *base = ftm_atomic_load_relaxed(&a->xbase);
+  /* relaxed: our own slices' bits, last changed by their previous owner,
+   * whose release of the slices (the free bitmap CAS) we acquired */
+  uint64_t g = ftm_atomic_load_relaxed(&a->xguard);
+  bool ok = false;
+  for (unsigned s = first; s < first + span; s++) {
+    char *page = base + (size_t)(s + 1) * FTM_SLICE_SIZE - ftm__os_page;
+    bool want = guard_last && s == first + span - 1;
+    bool has = (g >> s) & 1;
+    if (has == want) {
+      ok = ok || want;
+      continue;
+    }
+    if (!ftm__os_protect(page, ftm__os_page, want)) {
+      if (!want) ftm__fatal("ftmem: cannot lift the guard page at %p\n", (void *)page);
+      continue; /* the kernel refused a guard (map count): go unguarded */
+    }
+    if (want) ftm_atomic_fetch_or_relaxed(&a->xguard, (uint64_t)1 << s);
+    else ftm_atomic_fetch_and_relaxed(&a->xguard, ~((uint64_t)1 << s));
+    ok = ok || want;
+  }
+  return ok;
 }
 
 /* Resize a pool in place to `span` slices: shrinking returns its tail

@@ -46,9 +46,11 @@ ftm_internal void *ftm__os_map(size_t size);
 ftm_internal void *ftm__os_map_aligned(size_t size, size_t align);
 ftm_internal void ftm__os_unmap(void *p, size_t size);
 ftm_internal void ftm__os_purge(void *p, size_t size);
+ftm_internal bool ftm__os_protect(void *p, size_t size, bool guard);
 ftm_internal int64_t ftm__clock_ms(void);
 ftm_internal size_t ftm__os_rss(size_t *peak);
 ftm_internal uint64_t ftm__random(void);
+ftm_internal uint64_t ftm__random_fast(void);
 ftm_internal extern size_t ftm__os_page;
 ftm_internal extern _Atomic uint64_t ftm__os_mapped;  /* bytes currently mapped */
 ftm_internal extern _Atomic uint64_t ftm__os_purges;  /* purge/unmap calls */
@@ -87,6 +89,7 @@ ftm_internal extern _Atomic uint32_t ftm__arena_count;
 ftm_internal ftm__pool *ftm__arena_pool_alloc(unsigned span, bool aligned, uint32_t *hint);
 ftm_internal void ftm__arena_pool_free(ftm__pool *pool);
 ftm_internal bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span);
+ftm_internal bool ftm__arena_set_guards(uint32_t index, unsigned span, bool guard_last);
 ftm_internal ftm__pool *ftm__pool_of_index(uint32_t index);
 ftm_internal size_t ftm__arena_purge(int64_t now, bool force);
 ftm_internal void ftm__arena_counts(uint64_t *free_slices, uint64_t *dirty_slices, uint64_t *used_slices);

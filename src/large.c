@@ -133,6 +133,9 @@ static void *ftm__large_alloc_arena(ftm__heap *heap, size_t size) {
   uint32_t hint = heap->arena_hint;
   ftm__pool *d = ftm__arena_pool_alloc(span, false, &hint);
   if (d == NULL) return NULL;
+#if defined(FTMEM_SECURE)
+  ftm__arena_set_guards(d->index, span, false); /* guards left by earlier pools */
+#endif
   d->kind = FTM_POOL_LARGE;
   d->cls = FTM_LARGE_CLASS;
   d->user = d->start;
@@ -231,6 +234,9 @@ void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
     unsigned span = (unsigned)((size + FTM_SLICE_SIZE - 1) >> FTM_SLICE_SHIFT);
     size_t old_user = d->user_size;
     if (!ftm__arena_pool_resize(d, span)) return NULL;
+#if defined(FTMEM_SECURE)
+    ftm__arena_set_guards(d->index, span, false); /* the slices it grew into */
+#endif
     d->user_size = (size_t)span * FTM_SLICE_SIZE;
     /* unsigned wrap-around makes a shrink a subtraction, as below */
     ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);

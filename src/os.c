@@ -51,6 +51,16 @@ void ftm__os_unmap(void *p, size_t size) {
   if (ftm__option(FTM_OPTION_VERBOSE)) ftm__warning("munmap %zu bytes at %p", size, p);
 }
 
+/* Make [p, p+size) inaccessible (a guard) or accessible again; false if
+ * the kernel refused (e.g. vm.max_map_count reached: each guard splits a
+ * mapping). */
+bool ftm__os_protect(void *p, size_t size, bool guard) {
+  if (mprotect(p, size, guard ? PROT_NONE : PROT_READ | PROT_WRITE) == 0) return true;
+  if (ftm__option(FTM_OPTION_VERBOSE))
+    ftm__warning("mprotect(%p, %zu, %s) failed: %s", p, size, guard ? "none" : "rw", strerror(errno));
+  return false;
+}
+
 /* Give the pages back; the range stays mapped and reads as zero. */
 void ftm__os_purge(void *p, size_t size) {
   ftm_atomic_fetch_add_relaxed(&ftm__os_purges, 1);
@@ -83,6 +93,19 @@ size_t ftm__os_rss(size_t *peak) {
   }
   if (peak) *peak = hwm;
   return rss;
+}
+
+/* A fast per-thread generator (xorshift64*) seeded from ftm__random: for
+ * secure mode's shuffles, where a system call per number would be ruinous. */
+uint64_t ftm__random_fast(void) {
+  static __thread uint64_t state;
+  uint64_t x = state;
+  if (ftm_unlikely(x == 0)) x = ftm__random();
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  state = x;
+  return x * 0x2545F4914F6CDD1Dull;
 }
 
 uint64_t ftm__random(void) {

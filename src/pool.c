@@ -31,7 +31,15 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->kind = FTM_POOL_SMALL;
   pool->cls = (uint8_t)cls;
   pool->block_size = bs;
-  pool->reserved = (uint32_t)(((size_t)pool->span * FTM_SLICE_SIZE) / bs);
+  size_t bytes = (size_t)pool->span * FTM_SLICE_SIZE;
+#if defined(FTMEM_SECURE)
+  /* a guard page at the end: a linear overflow off the last block faults
+   * instead of running into the next pool (mimalloc's secure mode does the
+   * same per page).  If the kernel refuses, the pool goes unguarded. */
+  pool->guarded = ftm__arena_set_guards(pool->index, pool->span, true);
+  if (pool->guarded) bytes -= ftm__os_page;
+#endif
+  pool->reserved = (uint32_t)(bytes / bs);
   unsigned k = (unsigned)__builtin_ctz(bs);
   uint64_t m = bs >> k, inv = m; /* Newton: each step doubles the correct bits */
   for (int i = 0; i < 5; i++) inv *= 2 - m * inv;
@@ -57,9 +65,30 @@ bool ftm__pool_extend(ftm__pool *pool) {
   if (n == 0) n = 1;
   if (n > left) n = left;
   char *first = pool->start + (size_t)cap * bs;
-  ftm__block *b = (ftm__block *)first;
   /* before linking: the secure decoder checks links against it */
   ftm_atomic_store_relaxed(&pool->xcapacity, cap + n);
+#if defined(FTMEM_SECURE)
+  if (n > 1) {
+    /* random order (Fisher-Yates over the carved blocks): where the next
+     * block lands cannot be predicted from the last one */
+    uint16_t order[16384 / 16];
+    _Static_assert(16384 / 16 <= UINT16_MAX, "block indexes fit");
+    for (uint32_t i = 0; i < n; i++) order[i] = (uint16_t)i;
+    for (uint32_t i = n - 1; i > 0; i--) {
+      uint32_t j = (uint32_t)(ftm__random_fast() % (i + 1));
+      uint16_t t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    for (uint32_t i = 0; i + 1 < n; i++)
+      ftm__block_set_next(pool, (ftm__block *)(first + (size_t)order[i] * bs),
+                          (ftm__block *)(first + (size_t)order[i + 1] * bs));
+    ftm__block_set_next(pool, (ftm__block *)(first + (size_t)order[n - 1] * bs), NULL);
+    pool->free = (ftm__block *)(first + (size_t)order[0] * bs);
+    return true;
+  }
+#endif
+  ftm__block *b = (ftm__block *)first;
   for (uint32_t i = 0; i + 1 < n; i++) {
     ftm__block *nb = (ftm__block *)((char *)b + bs);
     ftm__block_set_next(pool, b, nb);

@@ -93,6 +93,7 @@ typedef struct ftm__pool_s {
   uint8_t span;       /* slices */
   uint8_t in_full;    /* owner only: parked on the heap's full queue */
   uint8_t fresh;      /* large: the block's memory is known to be zero */
+  uint8_t guarded;    /* FTMEM_SECURE: the pool's last page is PROT_NONE */
   /* -- shared -- */
   ftm_remote_list_t thread_free; /* remote frees + FULL/NOTIFYING */
   /* owner heap; NULL when abandoned or free.  Written by the owner (and
@@ -131,8 +132,14 @@ typedef struct ftm__arena_s {
   _Atomic uint64_t xdirty_old; /* the dirty slices that were already dirty at the last pass */
   _Atomic int64_t xpurge_at; /* ms: next purge pass of this arena */
   _Atomic int64_t xlast_free; /* ms: when a slice was last freed */
+  /* FTMEM_SECURE: bit i — the last page of slice i is a PROT_NONE guard.
+   * Guards stay when a pool is freed; the next user of the slices lifts or
+   * moves them (ftm__arena_set_guards), so reuse at the same span costs no
+   * system call.  Changed only by the owner of the slices (fetch_or/and:
+   * other bits of the word belong to other owners). */
+  _Atomic uint64_t xguard;
   _Atomic uint32_t xhdr_dirty; /* descriptor slice holds resident pages */
-  char pad[64 - 8 * 6 - 4];
+  char pad[64 - 8 * 7 - 4];
 } ftm__arena;
 _Static_assert(sizeof(ftm__arena) == 64, "one arena record a cache line");
 
