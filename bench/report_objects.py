@@ -327,6 +327,27 @@ def summarize(doc):
                 rows.append(row)
         s["callgrind"] = rows
 
+    # 7. the example runtime vs CPython (ftm-bench-runtime / runtime_py.py)
+    rt = []
+    for wl, t in (("rt-list", 1), ("rt-dict", 1), ("rt-tuples", 1), ("rt-shared-list", 3)):
+        kr, kp = (wl, t, "ftmem-rt"), (wl, t, "cpython")
+        if kr not in idx and kp not in idx:
+            continue
+        row = {"workload": wl, "threads": t,
+               "unit": next((x.get("unit") for x in idx.get(kr, idx.get(kp, {})).values()), ""),
+               "ratio_ops": paired_ratio(idx, kr, "ops_per_s", kp, "ops_per_s"),
+               "ratio_peak_rss": paired_ratio(idx, kr, "maxrss_kib", kp, "maxrss_kib"),
+               "ratio_cpu": paired_ratio(idx, kr, "ops_per_cpu_s", kp, "ops_per_cpu_s"),
+               "python": next((x.get("python") for x in idx.get(kp, {}).values()), None)}
+        for side, key in (("rt", kr), ("py", kp)):
+            row[side] = {f: field(idx, key, f) for f in (
+                "ops_per_s", "ops_per_cpu_s", "maxrss_kib", "rss_start_kib", "build_ns_per_item", "sum_ns_per_item",
+                "drop_ns_per_item", "set_ns", "get_ns", "ns_per_tuple", "reader_min_ops_per_s",
+                "append_ops_per_s", "misses", "n", "lookups", "cap")}
+            row[side]["checksums"] = sorted({x.get("checksum") for x in idx.get(key, {}).values()})
+        rt.append(row)
+    s["runtime"] = rt
+
     loads = [r["load1"] for r in doc["runs"] if r.get("load1") is not None]
     s["load1"] = {"median": med(loads), "max": max(loads) if loads else None}
     s["failures"] = [{"step": r["step"], "threads": r["threads"], "allocator": r["allocator"], "rep": r["rep"],
@@ -544,6 +565,58 @@ def show(doc, txt_path=None):
     w("   installed, so the 3.13t column is from its headers (32 B PyObject, no GC pre-header for")
     w("   tuples/lists), not measured.")
     w("")
+
+    # 7
+    R = s.get("runtime") or []
+    if R:
+        pyv = next((r["python"] for r in R if r.get("python")), "?")
+        w(f"7. the example runtime (examples/runtime, ftm-bench-runtime) vs CPython {pyv} running the same")
+        w("   code (bench/runtime_py.py, timed in-process with time.perf_counter).  One process per workload")
+        w("   and side; one-thread workloads: best of 5 rounds in the process, median over repetitions.")
+        w("   rt/CPy = throughput ratio (> 1: the runtime is faster), median of per-repetition ratios;")
+        w("   cpu = the same per second of thread CPU time (time.thread_time), which other load barely moves.")
+        w("   Peak RSS = ru_maxrss of the process; growth = peak - RSS when the workload started.")
+        w(f"   {'workload':<16}{'runtime/s':>11}{'CPython/s':>11}{'rt/CPy':>8}{'range':>12}{'cpu':>6}"
+          f"{'peak RSS MiB rt':>17}{'CPy':>7}{'growth rt':>11}{'CPy':>7}  checksums")
+        label = {"rt-list": "list of ints", "rt-dict": "dict str->int", "rt-tuples": "tuple churn",
+                 "rt-shared-list": "shared list 3t"}
+        mib = lambda kib: None if kib is None else kib / 1024  # noqa: E731
+        for r in R:
+            a, b = r["rt"], r["py"]
+            ra = r["ratio_ops"]
+            grow = lambda x: (None if g(x["maxrss_kib"]) is None or g(x["rss_start_kib"]) is None  # noqa: E731
+                              else max(0.0, mib(g(x["maxrss_kib"]) - g(x["rss_start_kib"]))))
+            same = ("same" if a["checksums"] and a["checksums"] == b["checksums"] and len(a["checksums"]) == 1
+                    else "differ" if a["checksums"] and b["checksums"] else "-")
+            if r["workload"] == "rt-shared-list":
+                same = "n/a (time box)"
+            rng = f"{f2(g(ra, 'min'))}-{f2(g(ra, 'max'))}" if ra and ra.get("n", 0) > 1 else ""
+            w(f"   {label.get(r['workload'], r['workload']):<16}{si(g(a['ops_per_s'])):>11}{si(g(b['ops_per_s'])):>11}"
+              f"{f2(g(ra)):>8}{rng:>12}{f2(g(r['ratio_cpu'])):>6}{f2(mib(g(a['maxrss_kib'])), '{:.1f}'):>17}"
+              f"{f2(mib(g(b['maxrss_kib'])), '{:.1f}'):>7}{f2(grow(a), '{:.1f}'):>11}{f2(grow(b), '{:.1f}'):>7}  {same}")
+        for r in R:
+            a, b = r["rt"], r["py"]
+            wl = r["workload"]
+            if wl == "rt-list":
+                w(f"   list: op = one int appended, read back by index and dropped (N = {f2(g(a['n']), '{:.0f}')}); ns per item "
+                  f"rt / CPython: build {f2(g(a['build_ns_per_item']), '{:.1f}')} / {f2(g(b['build_ns_per_item']), '{:.1f}')}, "
+                  f"sum {f2(g(a['sum_ns_per_item']), '{:.1f}')} / {f2(g(b['sum_ns_per_item']), '{:.1f}')}, "
+                  f"drop {f2(g(a['drop_ns_per_item']), '{:.1f}')} / {f2(g(b['drop_ns_per_item']), '{:.1f}')}")
+            elif wl == "rt-dict":
+                w(f"   dict: op = one set or one lookup ({f2(g(a['n']), '{:.0f}')} sets, {f2(g(a['lookups']), '{:.0f}')} lookups "
+                  f"of the same key objects in scattered order); ns rt / CPython: set {f2(g(a['set_ns']), '{:.1f}')} / "
+                  f"{f2(g(b['set_ns']), '{:.1f}')}, lookup {f2(g(a['get_ns']), '{:.1f}')} / {f2(g(b['get_ns']), '{:.1f}')}")
+            elif wl == "rt-tuples":
+                w(f"   tuples: op = (a, b, c) of existing objects made and dropped; ns rt / CPython: "
+                  f"{f2(g(a['ns_per_tuple']), '{:.1f}')} / {f2(g(b['ns_per_tuple']), '{:.1f}')}")
+            elif wl == "rt-shared-list":
+                w(f"   shared list: op = one read by 2 reader threads (rt_list_get, lock-free) while a 3rd appends (cap "
+                  f"{f2(g(a['cap']), '{:.0f}')}, then pops back to half); slowest reader/s rt {si(g(a['reader_min_ops_per_s']))}, "
+                  f"CPython {si(g(b['reader_min_ops_per_s']))}; appends/s rt {si(g(a['append_ops_per_s']))}, "
+                  f"CPython {si(g(b['append_ops_per_s']))}.")
+                w(f"     3 threads on {cores} cores: oversubscribed.  CPython {pyv} has the GIL (its threads take turns);"
+                  " the runtime's threads run in parallel.")
+        w("")
 
     # callgrind
     cg = doc.get("callgrind")

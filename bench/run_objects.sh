@@ -12,6 +12,8 @@
 #            jemalloc, tcmalloc, mimalloc, ftmem), allocator order rotated per repetition
 #   hot      one hot object, 1..4 threads (2 cores: 3-4 oversubscribe), atomic vs deferred
 #   xthread  one thread creates, K = 1..3 threads release (objects and plain ftm_malloc)
+#   rt-*     the example runtime's workloads (ftm-bench-runtime: list, dict, tuples,
+#            shared list) and the same code in CPython (runtime_py.py, this python3)
 # once: header sizes (ftmem and the machine's CPython), callgrind instruction
 # counts.  Writes bench/results/objects.{json,txt}; raw output stays in
 # build/bench-raw/objects-<timestamp>/.  No figure is asserted: targets
@@ -107,6 +109,10 @@ fi
 cmake --build "$build_dir" -j2 --target ftm-bench-objects >"$raw/build-objects.log" 2>&1 \
   || { log "build of ftm-bench-objects failed:"; tail -20 "$raw/build-objects.log" >&2; exit 1; }
 bin="$build_dir/bench/ftm-bench-objects"
+# the example runtime's workloads: optional (no examples/runtime, no runtime rows)
+rt_bin="$build_dir/bench/ftm-bench-runtime"
+cmake --build "$build_dir" -j2 --target ftm-bench-runtime >"$raw/build-runtime.log" 2>&1 \
+  || { log "build of ftm-bench-runtime failed: runtime workloads skipped (see $raw/build-runtime.log)"; rt_bin=""; }
 ftmem_so_ok=1
 cmake --build "$build_dir" -j2 --target ftmem >"$raw/build-ftmem.log" 2>&1 || ftmem_so_ok=0
 log "bench: $bin"
@@ -184,6 +190,15 @@ for ((rep = 1; rep <= reps; rep++)); do
   for k in 1 2 3; do
     run xthread-objects "$((k + 1))" ftmem-static "$rep" -- "$bin" xthread -t "$k" -d "$duration"
     run xthread-malloc "$((k + 1))" ftmem-static "$rep" -- "$bin" xthread -t "$k" -d "$duration" --malloc
+  done
+  # runtime vs CPython: the same workload back to back, which goes first alternating by repetition
+  for w in list dict tuples shared; do
+    [[ -n $rt_bin ]] || break
+    t=1; [[ $w == shared ]] && t=3
+    for side in $(( rep % 2 )) $(( (rep + 1) % 2 )); do
+      if [[ $side == 1 ]]; then run "rt-$w" "$t" ftmem-rt "$rep" -- "$rt_bin" "$w" -d "$duration" "${qflag[@]}"
+      else run "rt-$w" "$t" cpython "$rep" -- "$py" "$here/runtime_py.py" "$w" -d "$duration" "${qflag[@]}"; fi
+    done
   done
 done
 printf '\n' >&2
