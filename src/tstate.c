@@ -88,16 +88,22 @@ ftm__tstate *ftm__tstate_register(void) {
 }
 
 /* ---- safepoints and the flush handshake -------------------------------- */
+/* Answer flush request `seq` if it is new: add our deferred counts to
+ * their objects, then say so. */
+static void ftm__answer_flush(ftm__tstate *ts, uint64_t seq) {
+  if (seq == ts->flush_seen) return;
+  ftm__deferred_flush(ts);
+  ts->flush_seen = seq;
+  /* release: pairs with the acquire in ftm__flush_acked; our flushed adds
+   * precede it */
+  ftm_atomic_store_release(&ts->xflush_ack, seq);
+  ftm__deferred_complete();
+}
+
 void ftm__safepoint_slow(ftm__tstate *ts) {
   if (ftm_atomic_load_relaxed(&ts->xqueued) != 0) ftm__merge_queue(ts, false);
-  uint64_t seq = ftm_atomic_load_acquire(&ftm__flush_seq);
-  if (seq != ts->flush_seen) {
-    ftm__deferred_flush(ts);
-    ts->flush_seen = seq;
-    /* release: pairs with the requester's acquire; our flushed adds precede it */
-    ftm_atomic_store_release(&ts->xflush_ack, seq);
-    ftm__deferred_complete();
-  }
+  /* acquire: pairs with the request's seq_cst bump (after its switch) */
+  ftm__answer_flush(ts, ftm_atomic_load_acquire(&ftm__flush_seq));
 }
 
 /* Ask every attached thread to flush its deferred counts at its next
@@ -158,14 +164,8 @@ void ftm_thread_attach(void) {
   /* answer a flush request now (it may be why we were waited for), but
    * leave queue merges — which may free objects and run their callbacks —
    * to the next safepoint: the caller may hold a lock it just acquired */
-  uint64_t seq = ftm_atomic_load_seq_cst(&ftm__flush_seq);
-  if (seq != ts->flush_seen) {
-    ftm__deferred_flush(ts);
-    ts->flush_seen = seq;
-    /* release: pairs with the acquire in ftm__flush_acked */
-    ftm_atomic_store_release(&ts->xflush_ack, seq);
-    ftm__deferred_complete();
-  }
+  /* seq_cst: after our seq_cst store of ATTACHED (see the file comment) */
+  ftm__answer_flush(ts, ftm_atomic_load_seq_cst(&ftm__flush_seq));
 }
 
 /* Merge a detached thread's queue on its behalf, if it is still detached. */
