@@ -151,6 +151,9 @@ static void *ftm__large_alloc_arena(ftm__heap *heap, size_t size) {
 }
 
 void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
+  /* a zero-size request still gets a byte: with a big alignment the user
+   * pointer would otherwise sit just past the mapping (found by fuzz_alloc) */
+  if (size == 0) size = 1;
   if (size <= FTM_ARENA_LARGE_MAX && align <= FTM_SLICE_SIZE && heap != &ftm__heap_empty) {
     void *p = ftm__large_alloc_arena(heap, size);
     if (p != NULL) return p;

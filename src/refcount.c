@@ -276,6 +276,12 @@ static bool ftm__other_owner_alive(uint32_t tid) {
  * otherwise o is merged first and the sentinel goes in by CAS from 0, since
  * a thread that merged o for its dead owner may not have stored its 0 yet. */
 int ftm__set_local_sentinel(ftm_object *o, uint32_t sentinel, ssize_t extra) {
+  uint32_t l = ftm_atomic_load_relaxed(&o->ob_ref_local);
+  if (l == sentinel) return 0;
+  if (l >= FTM_REF_SPECIAL) { /* immortal, deferred or dead: no change of kind */
+    errno = EINVAL;
+    return -1;
+  }
   uint32_t tid = ftm_atomic_load_relaxed(&o->ob_tid);
   if (ftm__other_owner_alive(tid)) {
     errno = EPERM;
@@ -294,6 +300,10 @@ int ftm__set_local_sentinel(ftm_object *o, uint32_t sentinel, ssize_t extra) {
                                               memory_order_relaxed))
       return 0;
     if (expect == sentinel) return 0;
+    if (expect >= FTM_REF_SPECIAL) { /* made immortal/deferred meanwhile */
+      errno = EINVAL;
+      return -1;
+    }
     ftm_cpu_relax(); /* another merger's store of 0 is on its way */
   }
 }

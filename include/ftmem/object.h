@@ -210,7 +210,8 @@ FTM_API bool ftm_try_incref(ftm_object *o);
 /* Immortal objects: incref and decref store nothing; never freed.  Call
  * on an object the calling thread owns, or on one with no owner, before
  * other threads use it concurrently: returns 0, or -1 with errno = EPERM
- * if another live thread owns o. */
+ * if another live thread owns o, EINVAL if o is deferred (clear that
+ * first). */
 FTM_API int ftm_make_immortal(ftm_object *o);
 static inline bool ftm_is_immortal(const ftm_object *o) {
   return atomic_load_explicit(&((ftm_object *)o)->ob_ref_local, memory_order_relaxed) ==
