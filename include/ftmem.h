@@ -133,5 +133,6 @@ FTM_API size_t ftm_good_size(size_t size); /* block size a request gets */
 #endif
 
 #include "ftmem/object.h" /* managed objects, biased reference counting */
+#include "ftmem/gc.h"     /* the cycle collector */
 
 #endif /* FTMEM_H */

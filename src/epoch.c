@@ -17,6 +17,22 @@
  */
 #include "object_internal.h"
 
+/* While waiting for other threads' sections: a collector's section lasts
+ * until every attached thread answered its handshakes — answer them. */
+static void ftm__epoch_wait_cb(ck_epoch_t *g, ck_epoch_record_t *r, void *arg) {
+  (void)g;
+  (void)r;
+  ftm__tstate *ts = arg;
+  /* acquire: pairs with the collector's seq_cst store of the handshake */
+  uint64_t seq = ftm_atomic_load_acquire(&ftm__gc_hs_seq);
+  if (seq != ts->gc_seen) ftm__gc_answer(ts, seq);
+  ftm_cpu_relax();
+}
+
+void ftm__epoch_synchronize(ftm__tstate *ts) {
+  ck_epoch_synchronize_wait(&ftm__epoch, ftm__epoch_wait_cb, ts);
+}
+
 static void ftm__bag_free(ck_epoch_entry_t *e) {
   ftm__bag *bag = (ftm__bag *)e;
   ftm__tstate *ts = ftm__ts;
@@ -39,7 +55,7 @@ void ftm__defer_free(ftm__tstate *ts, void *block) {
     bag = ftm_malloc(sizeof *bag);
     if (bag == NULL) {
       /* no memory for a bag: wait for the readers here instead */
-      ck_epoch_synchronize(&ts->epoch);
+      ftm__epoch_synchronize(ts);
       ftm_free((void *)((uintptr_t)block & ~(uintptr_t)1));
       return;
     }
@@ -66,7 +82,7 @@ void ftm__epoch_poll(ftm__tstate *ts) {
 void ftm__epoch_barrier(ftm__tstate *ts) {
   ftm__bag_seal(ts);
   if (ts->bags_sealed == 0) return;
-  ck_epoch_barrier(&ts->epoch);
+  ck_epoch_barrier_wait(&ts->epoch, ftm__epoch_wait_cb, ts);
   ts->bags_sealed = 0;
 }
 

@@ -56,7 +56,11 @@ void ftm_field_init(ftm_field *slot, ftm_object *value) {
 }
 
 ftm_object *ftm_field_exchange(ftm_field *slot, ftm_object *value) {
-  if (value != NULL) ftm__mark_shared(value);
+  if (value != NULL) {
+    ftm__mark_shared(value);
+    /* relaxed: a hint, as in ftm_incref */
+    if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(value); /* a new edge */
+  }
   /* acq_rel: publish value; acquire the writes made before the old one
    * was stored, since our caller now owns its reference */
   return ftm_atomic_exchange_acq_rel(slot, value);

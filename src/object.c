@@ -21,6 +21,8 @@
 #include "object_internal.h"
 
 static _Atomic uint32_t ftm__freelist_types;
+/* written once per index before the type is published (release below) */
+bool ftm__freelist_is_gc[FTM_MAX_FREELIST_TYPES];
 
 int ftm_type_ready(ftm_type *t) {
   for (;;) {
@@ -56,7 +58,10 @@ int ftm_type_ready(ftm_type *t) {
   if (t->freelist_max == 0) t->freelist_max = FTM_FREELIST_DEFAULT; /* as documented: 0 means 80 */
   if (t->flags & FTM_TYPE_FREELIST) {
     uint32_t i = ftm_atomic_fetch_add_relaxed(&ftm__freelist_types, 1);
-    if (i < FTM_MAX_FREELIST_TYPES) t->ftm_freelist_index = i;
+    if (i < FTM_MAX_FREELIST_TYPES) {
+      t->ftm_freelist_index = i;
+      ftm__freelist_is_gc[i] = (t->flags & FTM_TYPE_GC) != 0;
+    }
   }
   /* release: pairs with the acquire above; the index is published */
   ftm_atomic_store_release(&t->ftm_ready, 1);
@@ -116,12 +121,19 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
     ftm_counter_add(&ts->freelist_hits, 1);
   } else {
     ftm__heap *heap = ftm__heap_get();
-    o = ftm_likely(size <= FTM_SMALL_MAX) ? ftm__malloc_small(heap, size) : ftm_malloc(size);
-    if (ftm_unlikely(o == NULL)) return NULL;
+    size_t bsize = size + ((t->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0); /* the GC head first */
+    char *b = ftm_likely(bsize <= FTM_SMALL_MAX) ? ftm__malloc_small(heap, bsize) : ftm_malloc(bsize);
+    if (ftm_unlikely(b == NULL)) return NULL;
+    o = (ftm_object *)(b + (bsize - size));
   }
   ftm__header_init(o, t, ftm__tid);
   ftm__zero_body(o, size);
   ftm_counter_add(&ts->created, 1);
+  if ((t->flags & FTM_TYPE_GC) && ftm_unlikely(!ftm__gc_track_new(ts, o))) {
+    ftm_free(ftm__obj_block(o));
+    errno = ENOMEM;
+    return NULL;
+  }
   return o;
 }
 
@@ -144,6 +156,7 @@ size_t ftm_sizeof(const ftm_object *o) {
   size_t n = t->basic_size;
   if (t->item_size) n += t->item_size * ((const ftm_varobject *)o)->ob_size;
   if (t->sizeof_extra) n += t->sizeof_extra(o);
+  if (t->flags & FTM_TYPE_GC) n += FTM_GC_HEAD; /* as sys.getsizeof counts PyGC_Head */
   return n;
 }
 
@@ -154,14 +167,16 @@ void ftm__object_free_memory(ftm_object *o) {
   uint8_t flags = ftm_atomic_load_relaxed(&o->ob_flags);
   const ftm_type *t = o->ob_type;
   ftm_counter_add(&ts->freed, 1);
-  if (flags & FTM_OBF_SHARED) {
+  /* relaxed: set before the collector's start handshake, which this
+   * thread answered before it could free anything the collector reads */
+  if ((flags & FTM_OBF_SHARED) || ftm_atomic_load_relaxed(&ftm__gc_defer)) {
     /* stale readers may still look at the header: it stays dead-looking
      * until the grace period ends */
 #if FTM_CHECK_OBJECTS
     /* a stale try-incref fails on it; a late incref/decref is reported */
     ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_FREED);
 #endif
-    ftm__defer_free(ts, o);
+    ftm__defer_free(ts, ftm__obj_block(o));
     return;
   }
 #if FTM_CHECK_OBJECTS
@@ -173,7 +188,7 @@ void ftm__object_free_memory(ftm_object *o) {
       ftm_object *old = ts->quarantine[ts->qpos];
       ts->quarantine[ts->qpos] = o;
       ts->qpos = (ts->qpos + 1) % FTM_QUARANTINE;
-      if (old != NULL) ftm_free(old);
+      if (old != NULL) ftm_free(ftm__obj_block(old));
       return;
     }
   }
@@ -187,7 +202,7 @@ void ftm__object_free_memory(ftm_object *o) {
   }
 #endif
   (void)t;
-  ftm_free(o);
+  ftm_free(ftm__obj_block(o));
 }
 
 #if FTM_CHECK_OBJECTS
@@ -199,7 +214,7 @@ void ftm__quarantine_flush(ftm__tstate *ts) {
   ts->quarantine = NULL;
   ts->qpos = 0;
   for (uint32_t i = 0; i < FTM_QUARANTINE; i++)
-    if (q[i] != NULL) ftm_free(q[i]);
+    if (q[i] != NULL) ftm_free(ftm__obj_block(q[i]));
   ftm_free(q);
 }
 #endif
@@ -209,7 +224,7 @@ void ftm__freelists_clear(ftm__tstate *ts) {
     ftm_object *o = ts->freelists[i].head;
     while (o != NULL) {
       ftm_object *next = (ftm_object *)(uintptr_t)o->ob_type;
-      ftm_free(o);
+      ftm_free(ftm__freelist_is_gc[i] ? (char *)o - FTM_GC_HEAD : (char *)o);
       o = next;
     }
     ts->freelists[i].head = NULL;
@@ -233,6 +248,9 @@ static void ftm__finalize(ftm_object *o) {
     /* died by its owner's (our) decrement: ob_tid is still ours */
     ftm_atomic_store_relaxed(&o->ob_ref_local, 1);
   }
+  /* a running collection must not take it for garbage while its
+   * finalizer holds it (the count above was not an incref) */
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(o);
   o->ob_type->finalize(o);
   ftm_decref(o);
 }
@@ -247,6 +265,7 @@ static void ftm__dealloc_now(ftm__tstate *ts, ftm_object *o) {
     if (ts != NULL) ts->dealloc_depth--;
     return;
   }
+  if (t->flags & FTM_TYPE_GC) ftm__gc_untrack_dying(ts, o); /* past the point of no return */
   if (ftm_atomic_load_relaxed(&o->ob_flags) & FTM_OBF_WEAKREFS) ftm__weakrefs_clear(o);
   /* ob_ref_shared is left alone: a stale field_load may be adding and
    * removing a transient count on it right now (field.c) */
@@ -263,7 +282,9 @@ void ftm__dealloc(ftm_object *o) {
    * finalizer, not nested deep — straight to clear, dealloc and the free
    * list, without the general path's checks */
   if (ftm_likely(ftm_atomic_load_relaxed(&o->ob_flags) == 0 && t->finalize == NULL &&
-                 ts->dealloc_depth < FTM_TRASH_DEPTH && !FTM_CHECK_OBJECTS)) {
+                 ts->dealloc_depth < FTM_TRASH_DEPTH && !FTM_CHECK_OBJECTS &&
+                 !ftm_atomic_load_relaxed(&ftm__gc_defer))) {
+    if (t->flags & FTM_TYPE_GC) ftm__gc_untrack_dying(ts, o);
     bool callbacks = t->clear != NULL || t->dealloc != NULL;
     if (callbacks) {
       ts->dealloc_depth++;
@@ -279,7 +300,7 @@ void ftm__dealloc(ftm_object *o) {
       fl->head = o;
       fl->n++;
     } else {
-      ftm_free(o);
+      ftm_free(ftm__obj_block(o));
     }
     if (callbacks && ftm_unlikely(ts->dealloc_depth == 0 && ts->ntrash != 0)) ftm__trash_drain(ts);
     return;

@@ -58,6 +58,40 @@ typedef struct ftm__brc_node_s {
   ftm_object *obj;
 } ftm__brc_node;
 
+/* ---- cycle collector (gc.c; docs/gc.md) ---- */
+/* Objects of FTM_TYPE_GC types carry this 16-byte head before the object
+ * (CPython's PyGC_Head is 16 bytes too): the cell of a candidate list that
+ * names the object, and the collector's scratch count. */
+typedef struct ftm__gc_head_s {
+  _Atomic(ftm_field *) cell; /* NULL while untracked */
+  _Atomic int64_t refs;      /* collector only: gc_refs of trial deletion */
+} ftm__gc_head;
+#define FTM_GC_HEAD sizeof(ftm__gc_head)
+_Static_assert(sizeof(ftm__gc_head) == 16, "GC head keeps objects 16-byte aligned");
+
+/* ob_gc_bits */
+#define FTM_GCB_TRACKED 0x01 /* named by a cell of a candidate list */
+#define FTM_GCB_DEAD 0x02    /* its death has started: the collector skips it */
+#define FTM_GCB_CAND 0x04    /* a candidate of the running collection */
+#define FTM_GCB_SHADED 0x08  /* a barrier saw a new reference to it */
+#define FTM_GCB_MARKED 0x10  /* reachable (running collection) */
+#define FTM_GCB_UNREACH 0x20 /* found unreachable: weakref gets refuse it */
+
+/* Candidate lists are chunks of cells; chunks are type-stable (recycled
+ * as chunks, never freed) so a late CAS on a stale cell is harmless. */
+#define FTM_GC_CHUNK_N 1022
+typedef struct ftm__gc_chunk_s {
+  struct ftm__gc_chunk_s *next;
+  uint32_t n; /* cells used */
+  uint32_t pad;
+  ftm_field cells[FTM_GC_CHUNK_N];
+} ftm__gc_chunk;
+
+typedef struct ftm__gc_list_s {
+  ftm__gc_chunk *head, *tail; /* head: the chunk appended to */
+  size_t chunks;
+} ftm__gc_list;
+
 typedef struct ftm__freelist_s {
   ftm_object *head; /* linked through ob_type */
   uint32_t n;
@@ -89,6 +123,14 @@ typedef struct ftm__tstate_s {
   uint32_t qpos;
 #endif
   ftm__freelist freelists[FTM_MAX_FREELIST_TYPES];
+  /* -- cycle collector (gc.c) -- */
+  ftm__gc_list gc_young;     /* owner only until handed off at a safepoint */
+  int64_t gc_count;          /* tracked allocations - deallocations, not yet flushed */
+  ftm_object **gc_grey;      /* objects this thread's barriers shaded */
+  size_t gc_ngrey, gc_grey_cap;
+  uint64_t gc_seen;          /* last collector handshake answered */
+  _Atomic uint64_t xgc_ack;
+  uint32_t gc_busy;          /* inside a collection (its finalizers, callbacks) */
   /* statistics: written by the owner only */
   ftm_counter_t created, freed, freelist_hits, queued, merged, merged_for_others,
       deferred_frees, deferred_queued;
@@ -145,10 +187,30 @@ ftm_internal void ftm__freelists_clear(ftm__tstate *ts);
 ftm_internal void ftm__quarantine_flush(ftm__tstate *ts);
 ftm_internal void ftm__trash_drain(ftm__tstate *ts);
 
+/* ---- cycle collector (gc.c) ---- */
+static inline ftm__gc_head *ftm__gc_head_of(const ftm_object *o) {
+  return (ftm__gc_head *)((char *)o - FTM_GC_HEAD);
+}
+/* the block an object lives in */
+static inline void *ftm__obj_block(const ftm_object *o) {
+  return (o->ob_type->flags & FTM_TYPE_GC) ? (char *)o - FTM_GC_HEAD : (char *)o;
+}
+ftm_internal bool ftm__gc_track_new(ftm__tstate *ts, ftm_object *o);
+ftm_internal void ftm__gc_untrack_dying(ftm__tstate *ts, ftm_object *o);
+ftm_internal void ftm__gc_count_flush(ftm__tstate *ts);
+ftm_internal void ftm__gc_answer(ftm__tstate *ts, uint64_t seq);
+ftm_internal void ftm__gc_park_wait(ftm__tstate *ts, uint64_t seq);
+ftm_internal void ftm__gc_thread_leave(ftm__tstate *ts);
+ftm_internal extern _Atomic uint64_t ftm__gc_hs_seq;
+ftm_internal extern _Atomic int ftm__gc_defer; /* object memory goes through epoch bags */
+ftm_internal extern bool ftm__freelist_is_gc[FTM_MAX_FREELIST_TYPES];
+#define FTM_GC_COUNT_BATCH 64
+
 /* ---- epochs (epoch.c) ---- */
 ftm_internal void ftm__defer_free(ftm__tstate *ts, void *block);
 ftm_internal void ftm__epoch_poll(ftm__tstate *ts);
 ftm_internal void ftm__epoch_barrier(ftm__tstate *ts);
+ftm_internal void ftm__epoch_synchronize(ftm__tstate *ts);
 
 /* ---- weak references (weakref.c) ---- */
 ftm_internal void ftm__weakrefs_clear(ftm_object *o);

@@ -219,6 +219,7 @@ int ftm__try_incref(ftm_object *o) {
   if (ftm_atomic_load_relaxed(&o->ob_tid) == ftm__tid) {
     if (l == 0) return FTM_TRY_FAIL; /* we are freeing it */
     ftm_atomic_store_relaxed(&o->ob_ref_local, l + 1);
+    if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(o);
     return FTM_TRY_OTHER;
   }
   /* acquire: a refusal must order the caller's re-check of the field
@@ -228,6 +229,8 @@ int ftm__try_incref(ftm_object *o) {
     /* merged with count 0 (or less): its death is decided */
     if (STATE(shared) == FTM_REF_MERGED && COUNT(shared) <= 0) return FTM_TRY_FAIL;
   } while (!ftm_atomic_cas_weak_acq_rel(&o->ob_ref_shared, &shared, shared + (1 << SHIFT)));
+  /* relaxed: a hint, as in ftm_incref */
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(o);
   return FTM_TRY_SHARED;
 }
 

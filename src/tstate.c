@@ -82,6 +82,10 @@ ftm__tstate *ftm__tstate_register(void) {
   ftm_atomic_store_release(&ts->xtid, tid);
   ftm__ts = ts;
   ftm__tid = tid;
+  /* a collector handshake under way (a park) includes us: seq_cst, after
+   * our seq_cst ATTACHED store, as in attach */
+  ts->gc_seen = 0;
+  ftm__gc_answer(ts, ftm_atomic_load_seq_cst(&ftm__gc_hs_seq));
   (void)ftm__ts_done;
   pthread_setspecific(ftm__ts_key, ts);
   return ts;
@@ -93,6 +97,10 @@ ftm__tstate *ftm__tstate_register(void) {
 static void ftm__answer_flush(ftm__tstate *ts, uint64_t seq) {
   if (seq == ts->flush_seen) return;
   ftm__deferred_flush(ts);
+  /* a collector handshake bumps the flush seq after publishing its own
+   * (acquire: pairs with its seq_cst store) */
+  uint64_t g = ftm_atomic_load_acquire(&ftm__gc_hs_seq);
+  if (g != ts->gc_seen) ftm__gc_answer(ts, g);
   ts->flush_seen = seq;
   /* release: pairs with the acquire in ftm__flush_acked; our flushed adds
    * precede it */
@@ -143,6 +151,7 @@ void ftm_thread_detach(void) {
   ftm__merge_queue(ts, false);
   ftm__deferred_flush(ts);
   ftm__epoch_poll(ts);
+  ftm__gc_thread_leave(ts); /* the collector does not wait for detached threads */
   /* release: our counts and merges are visible to whoever takes our queue
    * or sees us detached in a handshake */
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_DETACHED);
@@ -207,8 +216,9 @@ void ftm__tstate_thread_done(void *arg) {
   ftm__tid = FTM_TID_NONE;
   /* 1: no queuer may start pushing to us (refcount.c checks xtid in a section) */
   ftm_atomic_store_release(&ts->xtid, 0);
-  /* 2: every section that might have seen our tid is over */
-  ck_epoch_synchronize(&ts->epoch);
+  /* 2: every section that might have seen our tid is over (answering the
+   * collector meanwhile: its section lasts until its handshakes end) */
+  ftm__epoch_synchronize(ts);
   /* 3: merge what was queued (may free objects, and queue others) */
   ftm__merge_queue(ts, false);
   ftm__trash_drain(ts);
@@ -227,6 +237,10 @@ void ftm__tstate_thread_done(void *arg) {
 #if FTM_CHECK_OBJECTS
   ftm__quarantine_flush(ts);
 #endif
+  ftm__gc_thread_leave(ts);
+  ftm_free(ts->gc_grey);
+  ts->gc_grey = NULL;
+  ts->gc_grey_cap = 0;
   ftm__ts = NULL;
   ftm_atomic_store_seq_cst(&ts->xstate, FTM_TS_FREE);
   ftm__deferred_complete();

@@ -103,9 +103,23 @@ static void ftm__weakref_dealloc(ftm_object *self) {
   pthread_mutex_unlock(&s->lock);
 }
 
+/* Tracked, with no references to visit: so that a weak reference that is
+ * itself part of cyclic garbage is found unreachable with it, and gets no
+ * callback (CPython's handle_weakrefs). */
+static int ftm__weakref_traverse(ftm_object *self, ftm_visitproc visit, void *arg) {
+  (void)self;
+  (void)visit;
+  (void)arg;
+  return 0;
+}
+static void ftm__weakref_clear(ftm_object *self) { (void)self; }
+
 ftm_type ftm_weakref_type = {
     .name = "weakref",
     .basic_size = sizeof(struct ftm_weakref),
+    .flags = FTM_TYPE_GC,
+    .traverse = ftm__weakref_traverse,
+    .clear = ftm__weakref_clear,
     .dealloc = ftm__weakref_dealloc,
 };
 
@@ -150,7 +164,10 @@ ftm_object *ftm_weakref_get(ftm_weakref *w) {
   ck_epoch_begin(&ts->epoch, NULL);
   /* acquire: pairs with the release store in ftm_weakref_new */
   ftm_object *o = ftm_atomic_load_acquire(&wr->wr_object);
-  if (o != NULL && ftm__try_incref(o)) r = o;
+  /* a referent the collector found unreachable is refused: the bit is
+   * set with every attached thread parked, so a get either ran before
+   * (its incref shaded o, which the collector then saw) or sees it */
+  if (o != NULL && !(ftm_atomic_load_relaxed(&o->ob_gc_bits) & FTM_GCB_UNREACH) && ftm__try_incref(o)) r = o;
   ck_epoch_end(&ts->epoch, NULL);
   return r;
 }
@@ -174,7 +191,9 @@ void ftm__weakrefs_clear(ftm_object *o) {
   while (wr != NULL) {
     struct ftm_weakref *next = wr->next;
     wr->prev = NULL;
-    if (wr->callback != NULL && ftm__try_incref(&wr->ob_base)) {
+    /* no callback for a weak reference that is cyclic garbage itself */
+    if (wr->callback != NULL && !(ftm_atomic_load_relaxed(&wr->ob_base.ob_gc_bits) & FTM_GCB_UNREACH) &&
+        ftm__try_incref(&wr->ob_base)) {
       wr->next = cbs;
       cbs = wr;
     } else {

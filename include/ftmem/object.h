@@ -159,6 +159,10 @@ FTM_API void ftm__incref_slow(ftm_object *o, uint32_t local);
 FTM_API void ftm__decref_shared(ftm_object *o);
 FTM_API void ftm__decref_slow(ftm_object *o, uint32_t local);
 FTM_API void ftm__local_zero(ftm_object *o);
+/* The collector's barrier (gc.h): non-zero while a collection traces;
+ * then every new reference to a candidate shades it. */
+FTM_API extern _Atomic int ftm__gc_barrier;
+FTM_API void ftm__gc_shade(ftm_object *o);
 
 static inline void ftm_incref(ftm_object *o) {
   /* relaxed: only the owner stores ob_ref_local (the collector reads it) */
@@ -171,6 +175,10 @@ static inline void ftm_incref(ftm_object *o) {
     atomic_store_explicit(&o->ob_ref_local, l + 1, memory_order_relaxed);
   else /* relaxed: an increment orders nothing (a reference is already held) */
     atomic_fetch_add_explicit(&o->ob_ref_shared, 1 << FTM_REF_SHARED_SHIFT, memory_order_relaxed);
+  /* relaxed: a hint; gc.c's handshake orders its switch before any
+   * increment that must shade */
+  if (__builtin_expect(atomic_load_explicit(&ftm__gc_barrier, memory_order_relaxed) != 0, 0))
+    ftm__gc_shade(o);
 }
 
 static inline void ftm_decref(ftm_object *o) {
