@@ -210,6 +210,7 @@ static void ftm__list_splice(ftm__gc_list *a, ftm__gc_list *b) {
   }
   b->head = b->tail = NULL;
   b->chunks = 0;
+  b->scanned = 0;
 }
 
 /* Move the object in cell `from` to cell `to` (to is empty and ours).
@@ -292,7 +293,10 @@ static size_t ftm__list_compact(ftm__gc_list *l, bool locked) {
 static bool ftm__young_grow(ftm__tstate *ts) {
   ftm__gc_list *y = &ts->gc_young;
   size_t cells = y->chunks * FTM_GC_CHUNK_N;
-  if (y->chunks >= 2) {
+  /* look for holes when the list doubled since the last look: amortised
+   * O(1) per cell */
+  if (y->chunks >= 2 && y->chunks >= 2 * y->scanned) {
+    y->scanned = y->chunks;
     /* compact when at most half the cells are live: amortised O(1) */
     size_t live = 0;
     for (ftm__gc_chunk *c = y->head; c != NULL; c = c->next)
@@ -323,6 +327,7 @@ static bool ftm__young_grow(ftm__tstate *ts) {
       ftm__gc_chunk *oldest = y->head;
       y->head = first;
       y->tail = oldest;
+      y->scanned = y->chunks;
       if (y->head != NULL && y->head->n < FTM_GC_CHUNK_N) return true;
     }
   }
@@ -720,20 +725,15 @@ static void ftm__gc_reset_bits(ftm__gc_run *run) {
   })
 }
 
-/* Compact the candidate lists into one, clearing the collector's bits
- * of the survivors; returns the live count. */
+/* Compact the candidate lists into one; returns the live count.
+ * Survivors keep CAND|MARKED (no pass to clear them): the next snapshot
+ * resets the bits of its candidates, and until then CAND|MARKED makes
+ * barriers and marking leave them alone.  An object left with CAND but
+ * not MARKED would only be marked conservatively, so none is. */
 static size_t ftm__gc_promote(ftm__gc_run *run, ftm__gc_list *out) {
   ftm__gc_list all = {0};
   for (unsigned i = 0; i < run->nlists; i++) ftm__list_splice(&all, run->lists[i]);
-  size_t live = 0;
-  for (ftm__gc_chunk *c = all.head; c != NULL; c = c->next)
-    for (uint32_t i = 0; i < c->n; i++) {
-      ftm_object *o = ftm_atomic_load_relaxed(&c->cells[i]);
-      if (o != NULL)
-        ftm_atomic_fetch_and_relaxed(&o->ob_gc_bits,
-                                     (uint8_t) ~(FTM_GCB_CAND | FTM_GCB_MARKED | FTM_GCB_SHADED));
-    }
-  live = ftm__list_compact(&all, false);
+  size_t live = ftm__list_compact(&all, false);
   ftm__list_splice(out, &all);
   return live;
 }
@@ -801,7 +801,7 @@ static bool ftm__gc_recheck(ftm__gc_run *run, int64_t timeout_ms) {
   for (size_t i = 0; i < g->n; i++) {
     ftm_object *o = g->v[i];
     if (ftm_atomic_load_relaxed(&o->ob_gc_bits) & FTM_GCB_MARKED)
-      ftm_atomic_fetch_and_relaxed(&o->ob_gc_bits, (uint8_t) ~(FTM_GCB_UNREACH | FTM_GCB_MARKED));
+      ftm_atomic_fetch_and_relaxed(&o->ob_gc_bits, (uint8_t)~FTM_GCB_UNREACH); /* MARKED stays: see ftm__gc_promote */
   }
   ftm__gc_unpark();
   run->pause_ns += ftm__now_ns() - t0;
@@ -967,8 +967,10 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
   }
   if (finalized != 0 && !ftm__gc_recheck(&run, timeout)) {
     /* could not recheck: keep everything (finalizers do not run again) */
-    for (size_t i = 0; i < run.garbage.n; i++)
+    for (size_t i = 0; i < run.garbage.n; i++) {
       ftm_atomic_fetch_and_relaxed(&run.garbage.v[i]->ob_gc_bits, (uint8_t)~FTM_GCB_UNREACH);
+      ftm_atomic_fetch_or_relaxed(&run.garbage.v[i]->ob_gc_bits, FTM_GCB_MARKED);
+    }
   }
   size_t collected = 0;
   for (size_t i = 0; i < run.garbage.n; i++) {
@@ -979,6 +981,7 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
               o->ob_type->name, (void *)o);
     if (debug & FTM_GC_DEBUG_SAVEALL) {
       ftm_atomic_fetch_and_relaxed(&o->ob_gc_bits, (uint8_t)~FTM_GCB_UNREACH);
+      ftm_atomic_fetch_or_relaxed(&o->ob_gc_bits, FTM_GCB_MARKED);
       if (ftm__gc_nsaved == ftm__gc_saved_cap) {
         size_t cap = ftm__gc_saved_cap ? ftm__gc_saved_cap * 2 : 64;
         ftm_object **v = ftm_realloc(ftm__gc_saved, cap * sizeof *v);

@@ -90,6 +90,7 @@ typedef struct ftm__gc_chunk_s {
 typedef struct ftm__gc_list_s {
   ftm__gc_chunk *head, *tail; /* head: the chunk appended to */
   size_t chunks;
+  size_t scanned; /* young lists: chunks at the last look for holes */
 } ftm__gc_list;
 
 typedef struct ftm__freelist_s {
