@@ -1428,3 +1428,40 @@ void ftm_gc_garbage_clear(void) {
   for (size_t i = 0; i < n; i++) ftm_decref(v[i]);
   ftm_free(v);
 }
+
+/* ---- fork ---------------------------------------------------------------------- */
+/* No collection is running across fork (we hold its lock), and no
+ * hand-over is half done. */
+void ftm__gc_prefork(void) {
+  ftm__tstate *ts = ftm__ts;
+  if (ts != NULL && ftm_atomic_load_relaxed(&ts->xstate) == FTM_TS_ATTACHED)
+    ftm__gc_lock_spin(ts); /* keep answering a running collection */
+  else
+    pthread_mutex_lock(&ftm__gc_lock);
+  pthread_mutex_lock(&ftm__gc_cb_lock);
+  pthread_mutex_lock(&ftm__gc_bg_lock);
+  pthread_mutex_lock(&ftm__gc_hand_lock);
+}
+
+void ftm__gc_postfork(bool child) {
+  if (child) {
+    /* the vanished threads' young objects become the child's; their
+     * grey buffers are stale; the collector threads are gone */
+    ftm__tstate *self = ftm__ts;
+    uint32_t n = ftm_atomic_load_relaxed(&ftm__tstate_count);
+    for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
+      ftm__tstate *ts = ftm_atomic_load_relaxed(&ftm__tstates[i]);
+      if (ts == NULL || ts == self) continue;
+      ftm__list_splice(&ftm__gc_pending, &ts->gc_young);
+      ts->gc_ngrey = 0;
+      ts->gc_count = 0;
+    }
+    ftm_atomic_store_relaxed(&ftm__gc_bg_state, 0);
+    ftm__gc_bg_due = 0;
+    pthread_cond_init(&ftm__gc_bg_cond, NULL);
+  }
+  pthread_mutex_unlock(&ftm__gc_hand_lock);
+  pthread_mutex_unlock(&ftm__gc_bg_lock);
+  pthread_mutex_unlock(&ftm__gc_cb_lock);
+  pthread_mutex_unlock(&ftm__gc_lock);
+}

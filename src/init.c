@@ -15,12 +15,28 @@ _Atomic int ftm__init_state;
 pthread_key_t ftm__thread_key;
 static __thread bool ftm__in_init;
 
-static void ftm__prefork(void) { ftm__purge_prefork(); }
-static void ftm__postfork_parent(void) { ftm__purge_postfork(false); }
+/* Fork: the object layer's locks are taken in a fixed order (collector,
+ * intern tables, weak reference stripes) and released on both sides, so
+ * the child finds none held by a thread it does not have. */
+static void ftm__prefork(void) {
+  ftm__gc_prefork();
+  ftm__intern_prefork();
+  ftm__weakref_prefork();
+  ftm__purge_prefork();
+}
+static void ftm__postfork_parent(void) {
+  ftm__purge_postfork(false);
+  ftm__weakref_postfork();
+  ftm__intern_postfork();
+  ftm__gc_postfork(false);
+}
 static void ftm__postfork_child(void) {
   ftm__heap_postfork_child();
   ftm__tstate_postfork_child();
   ftm__purge_postfork(true);
+  ftm__weakref_postfork();
+  ftm__intern_postfork();
+  ftm__gc_postfork(true);
 }
 
 void ftm__init_slow(void) {

@@ -3,7 +3,7 @@
  *
  * Built on Concurrency Kit's ck_hs in SPMC mode: lookups are lock-free
  * (inside a read section, because a growing table frees its old slot array
- * through ftm_free_deferred), inserts take the shard's mutex.  16 shards by
+ * through ftm_free_deferred), inserts take the shard's lock (lockfree/spinlock.h).  16 shards by
  * the top bits of the hash keep writers of different values apart.
  * Canonical objects are made immortal before they are entered, so a
  * reader that finds one may use it without a reference count race.
@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "lockfree/spinlock.h"
 #include "object_internal.h"
 
 #define FTM_INTERN_SHARDS 16
@@ -24,12 +25,16 @@ typedef struct ftm__intern_entry_s {
   ftm_intern_table *table;
 } ftm__intern_entry;
 
+static pthread_mutex_t ftm__intern_tables_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ftm_intern_table *ftm__intern_tables;
+
 struct ftm_intern_table {
+  struct ftm_intern_table *fork_next; /* registry of live tables (fork) */
   ftm_intern_hash hash;
   ftm_intern_eq eq;
   _Atomic size_t count;
   struct {
-    pthread_mutex_t lock;
+    ftm_spinlock_t lock;
     ck_hs_t hs;
   } shard[FTM_INTERN_SHARDS];
 };
@@ -53,7 +58,7 @@ ftm_intern_table *ftm_intern_table_new(ftm_intern_hash hash, ftm_intern_eq eq) {
   t->hash = hash;
   t->eq = eq;
   for (unsigned i = 0; i < FTM_INTERN_SHARDS; i++) {
-    pthread_mutex_init(&t->shard[i].lock, NULL);
+    ftm_atomic_store_relaxed(&t->shard[i].lock.xlocked, 0);
     if (!ck_hs_init(&t->shard[i].hs, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC, ftm__ie_hash, ftm__ie_eq,
                     &ftm__ck_allocator, 64, 0)) {
       for (unsigned j = 0; j < i; j++) ck_hs_destroy(&t->shard[j].hs);
@@ -62,7 +67,26 @@ ftm_intern_table *ftm_intern_table_new(ftm_intern_hash hash, ftm_intern_eq eq) {
       return NULL;
     }
   }
+  pthread_mutex_lock(&ftm__intern_tables_lock);
+  t->fork_next = ftm__intern_tables;
+  ftm__intern_tables = t;
+  pthread_mutex_unlock(&ftm__intern_tables_lock);
   return t;
+}
+
+/* fork: no shard may be locked by a thread that will not exist in the
+ * child.  Lock every shard of every table (the registry lock first), in
+ * the same order every time. */
+void ftm__intern_prefork(void) {
+  pthread_mutex_lock(&ftm__intern_tables_lock);
+  for (ftm_intern_table *t = ftm__intern_tables; t != NULL; t = t->fork_next)
+    for (unsigned i = 0; i < FTM_INTERN_SHARDS; i++) ftm_spinlock_lock(&t->shard[i].lock);
+}
+
+void ftm__intern_postfork(void) {
+  for (ftm_intern_table *t = ftm__intern_tables; t != NULL; t = t->fork_next)
+    for (unsigned i = 0; i < FTM_INTERN_SHARDS; i++) ftm_spinlock_unlock(&t->shard[i].lock);
+  pthread_mutex_unlock(&ftm__intern_tables_lock);
 }
 
 /* the top bits of a multiplicative mix: weak user hashes (small ints
@@ -92,11 +116,11 @@ ftm_object *ftm_intern(ftm_intern_table *t, ftm_object *obj) {
     if (c != obj) ftm_decref(obj);
     return c;
   }
-  pthread_mutex_lock(&t->shard[s].lock);
+  ftm_spinlock_lock(&t->shard[s].lock);
   const ftm__intern_entry *e = ck_hs_get(&t->shard[s].hs, (unsigned long)probe.hash, &probe);
   if (e != NULL) {
     c = e->obj;
-    pthread_mutex_unlock(&t->shard[s].lock);
+    ftm_spinlock_unlock(&t->shard[s].lock);
     if (c != obj) ftm_decref(obj);
     return c;
   }
@@ -104,7 +128,7 @@ ftm_object *ftm_intern(ftm_intern_table *t, ftm_object *obj) {
   if (ne == NULL) goto nomem;
   *ne = probe;
   if (ftm_make_immortal(obj) != 0) { /* owned by another live thread */
-    pthread_mutex_unlock(&t->shard[s].lock);
+    ftm_spinlock_unlock(&t->shard[s].lock);
     ftm_free(ne);
     ftm_decref(obj);
     errno = EPERM;
@@ -116,10 +140,10 @@ ftm_object *ftm_intern(ftm_intern_table *t, ftm_object *obj) {
     goto nomem;
   }
   ftm_atomic_fetch_add_relaxed(&t->count, 1);
-  pthread_mutex_unlock(&t->shard[s].lock);
+  ftm_spinlock_unlock(&t->shard[s].lock);
   return obj;
 nomem:
-  pthread_mutex_unlock(&t->shard[s].lock);
+  ftm_spinlock_unlock(&t->shard[s].lock);
   if (!ftm_is_immortal(obj)) ftm_decref(obj);
   errno = ENOMEM;
   return NULL;
@@ -129,12 +153,18 @@ size_t ftm_intern_count(ftm_intern_table *t) { return ftm_atomic_load_relaxed(&t
 
 void ftm_intern_table_free(ftm_intern_table *t) {
   if (t == NULL) return;
+  pthread_mutex_lock(&ftm__intern_tables_lock);
+  for (ftm_intern_table **p = &ftm__intern_tables; *p != NULL; p = &(*p)->fork_next)
+    if (*p == t) {
+      *p = t->fork_next;
+      break;
+    }
+  pthread_mutex_unlock(&ftm__intern_tables_lock);
   for (unsigned i = 0; i < FTM_INTERN_SHARDS; i++) {
     ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
     void *e;
     while (ck_hs_next(&t->shard[i].hs, &it, &e)) ftm_free(e);
     ck_hs_destroy(&t->shard[i].hs);
-    pthread_mutex_destroy(&t->shard[i].lock);
   }
   ftm_free(t);
 }

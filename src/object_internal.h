@@ -215,6 +215,14 @@ ftm_internal void ftm__epoch_synchronize(ftm__tstate *ts);
 
 /* ---- weak references (weakref.c) ---- */
 ftm_internal void ftm__weakrefs_clear(ftm_object *o);
+ftm_internal void ftm__weakref_prefork(void);
+ftm_internal void ftm__weakref_postfork(void);
+ftm_internal void ftm__intern_prefork(void);
+ftm_internal void ftm__intern_postfork(void);
+ftm_internal void ftm__gc_prefork(void);
+ftm_internal void ftm__gc_postfork(bool child);
+ftm_internal void ftm__tstate_postfork_merge(ftm__tstate *ts);
+ftm_internal extern _Atomic int ftm__fork_merge_pending;
 
 /* Mark o as possibly read optimistically (its memory is then freed after
  * a grace period).  One relaxed load when already marked. */

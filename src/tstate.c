@@ -109,6 +109,7 @@ static void ftm__answer_flush(ftm__tstate *ts, uint64_t seq) {
 }
 
 void ftm__safepoint_slow(ftm__tstate *ts) {
+  if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__fork_merge_pending))) ftm__tstate_postfork_merge(ts);
   if (ftm_atomic_load_relaxed(&ts->xqueued) != 0) ftm__merge_queue(ts, false);
   /* acquire: pairs with the request's seq_cst bump (after its switch) */
   ftm__answer_flush(ts, ftm_atomic_load_acquire(&ftm__flush_seq));
@@ -191,6 +192,7 @@ void ftm__merge_for(ftm__tstate *ts) {
 
 void ftm_thread_flush(void) {
   ftm__tstate *ts = ftm__tstate_get();
+  ftm__tstate_postfork_merge(ts);
   ftm__merge_queue(ts, false);
   ftm__deferred_flush(ts);
   ftm__trash_drain(ts);
@@ -250,17 +252,40 @@ void ftm__tstate_thread_done(void *arg) {
 
 /* In a fork child only the forking thread exists: the others' tstates hold
  * queues nobody will merge and free lists nobody will use.  Their objects
- * stay valid; their queues are merged here so no count is lost.  The slots
- * are not reused (their epoch records stay registered but idle). */
+ * stay valid.  Their queues are merged so no count is lost — but not in
+ * the fork handler: a merge may free objects and run their clear and
+ * dealloc callbacks, user code that must not run inside fork().  The
+ * merges happen at the child's next safepoint (or ftm_thread_flush, or
+ * when the forking thread first registers).  The slots are not reused
+ * (their epoch records stay registered but idle). */
+_Atomic int ftm__fork_merge_pending;
+
 void ftm__tstate_postfork_child(void) {
   uint32_t n = ftm_atomic_load_relaxed(&ftm__tstate_count);
   ftm__tstate *self = ftm__ts;
+  bool any = false;
   for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
     ftm__tstate *ts = ftm_atomic_load_relaxed(&ftm__tstates[i]);
     if (ts == NULL || ts == self || ftm_atomic_load_relaxed(&ts->xstate) == FTM_TS_FREE) continue;
     ftm_atomic_store_relaxed(&ts->xtid, 0);
     ftm_atomic_store_relaxed(&ts->xstate, FTM_TS_DETACHED);
-    ftm__merge_for(ts);
     ts->epoch.active = 0; /* a section of a vanished thread never ends otherwise */
+    any = true;
+  }
+  if (any) {
+    ftm_atomic_store_relaxed(&ftm__fork_merge_pending, 1);
+    /* our next safepoint takes the slow path */
+    ftm_atomic_fetch_add_relaxed(&ftm__flush_seq, 1);
+  }
+}
+
+/* The merges a fork child owes its vanished threads (see above). */
+void ftm__tstate_postfork_merge(ftm__tstate *self) {
+  if (!ftm_atomic_exchange_acq_rel(&ftm__fork_merge_pending, 0)) return;
+  uint32_t n = ftm_atomic_load_relaxed(&ftm__tstate_count);
+  for (uint32_t i = 0; i < n && i < FTM_MAX_TSTATES; i++) {
+    ftm__tstate *ts = ftm_atomic_load_acquire(&ftm__tstates[i]);
+    if (ts == NULL || ts == self || ftm_atomic_load_relaxed(&ts->xtid) != 0) continue;
+    ftm__merge_for(ts); /* DETACHED vanished threads only (CAS inside) */
   }
 }

@@ -3,7 +3,7 @@
  * A weak reference is an object of ftm_weakref_type holding its referent
  * without a count.  The referents' lists of weak references live in a side
  * table (the header has no room for a list pointer): 64 stripes by address,
- * each a mutex and a Concurrency Kit ck_hs from referent to list — the
+ * each a lock (lockfree/spinlock.h) and a Concurrency Kit ck_hs from referent to list — the
  * striped-lock scheme CPython's free-threaded build uses for weakref lists.
  *
  * Why a get never returns a half-dead object: creating a weak reference
@@ -20,6 +20,7 @@
 #include <ck_hs.h>
 #include <pthread.h>
 
+#include "lockfree/spinlock.h"
 #include "object_internal.h"
 
 struct ftm_weakref {
@@ -39,10 +40,10 @@ typedef struct ftm__wrlist_s {
 #define FTM_WR_STRIPES 64
 
 static struct ftm__wr_stripe {
-  pthread_mutex_t lock;
+  ftm_spinlock_t lock;
   ck_hs_t hs; /* of ftm__wrlist, keyed by obj */
   bool ready;
-  char pad[64 - sizeof(pthread_mutex_t) % 64];
+  char pad[64 - (sizeof(ftm_spinlock_t) + sizeof(ck_hs_t) + sizeof(bool)) % 64];
 } ftm__wr_stripes[FTM_WR_STRIPES];
 static pthread_once_t ftm__wr_once = PTHREAD_ONCE_INIT;
 
@@ -72,11 +73,25 @@ struct ck_malloc ftm__ck_allocator = {.malloc = ftm__ck_malloc, .free = ftm__ck_
 
 static void ftm__wr_init(void) {
   for (unsigned i = 0; i < FTM_WR_STRIPES; i++) {
-    pthread_mutex_init(&ftm__wr_stripes[i].lock, NULL);
-    if (!ck_hs_init(&ftm__wr_stripes[i].hs, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC, ftm__wr_hash, ftm__wr_eq,
-                    &ftm__ck_allocator, 8, 0x9e3779b9u))
-      ftm__fatal("ftmem: out of memory creating the weak reference table\n");
+    ftm_spinlock_lock(&ftm__wr_stripes[i].lock);
+    bool ok = ck_hs_init(&ftm__wr_stripes[i].hs, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC, ftm__wr_hash, ftm__wr_eq,
+                         &ftm__ck_allocator, 8, 0x9e3779b9u);
+    ftm_spinlock_unlock(&ftm__wr_stripes[i].lock);
+    if (!ok) ftm__fatal("ftmem: out of memory creating the weak reference table\n");
   }
+}
+
+/* fork: every stripe locked across it, so none is left held by a thread
+ * that does not exist in the child.  The locks work before the tables
+ * exist (zero-initialised), so a process that never made a weak reference
+ * does not build the table here.  The init takes each stripe's lock while
+ * it builds that stripe: a fork never sees one half built (glibc's
+ * pthread_once restarts an init a vanished thread had begun). */
+void ftm__weakref_prefork(void) {
+  for (unsigned i = 0; i < FTM_WR_STRIPES; i++) ftm_spinlock_lock(&ftm__wr_stripes[i].lock);
+}
+void ftm__weakref_postfork(void) {
+  for (unsigned i = 0; i < FTM_WR_STRIPES; i++) ftm_spinlock_unlock(&ftm__wr_stripes[i].lock);
 }
 
 static struct ftm__wr_stripe *ftm__wr_stripe_of(const ftm_object *o) {
@@ -88,7 +103,7 @@ static void ftm__weakref_dealloc(ftm_object *self) {
   ftm_object *o = ftm_atomic_load_acquire(&wr->wr_object);
   if (o == NULL) return;
   struct ftm__wr_stripe *s = ftm__wr_stripe_of(o);
-  pthread_mutex_lock(&s->lock);
+  ftm_spinlock_lock(&s->lock);
   if (ftm_atomic_load_relaxed(&wr->wr_object) == o) { /* not cleared meanwhile */
     ftm__wrlist probe = {.obj = o};
     ftm__wrlist *l = ck_hs_get(&s->hs, ftm__ptr_hash(o), &probe);
@@ -100,7 +115,7 @@ static void ftm__weakref_dealloc(ftm_object *self) {
       ftm_free(l); /* only ever read under the stripe lock */
     }
   }
-  pthread_mutex_unlock(&s->lock);
+  ftm_spinlock_unlock(&s->lock);
 }
 
 /* Tracked, with no references to visit: so that a weak reference that is
@@ -135,12 +150,12 @@ ftm_weakref *ftm_weakref_new(ftm_object *obj, ftm_weakref_callback callback, voi
   struct ftm__wr_stripe *s = ftm__wr_stripe_of(obj);
   unsigned long h = ftm__ptr_hash(obj);
   ftm__wrlist probe = {.obj = obj};
-  pthread_mutex_lock(&s->lock);
+  ftm_spinlock_lock(&s->lock);
   ftm__wrlist *l = ck_hs_get(&s->hs, h, &probe);
   if (l == NULL) {
     l = ftm_malloc(sizeof *l);
     if (l == NULL || (l->obj = obj, l->head = NULL, !ck_hs_put(&s->hs, h, l))) {
-      pthread_mutex_unlock(&s->lock);
+      ftm_spinlock_unlock(&s->lock);
       ftm_free(l);
       ftm_decref(&wr->ob_base);
       errno = ENOMEM;
@@ -153,7 +168,7 @@ ftm_weakref *ftm_weakref_new(ftm_object *obj, ftm_weakref_callback callback, voi
   l->head = wr;
   /* release: a get that sees obj also sees it weakly referenced */
   ftm_atomic_store_release(&wr->wr_object, obj);
-  pthread_mutex_unlock(&s->lock);
+  ftm_spinlock_unlock(&s->lock);
   return (ftm_weakref *)wr;
 }
 
@@ -185,7 +200,7 @@ void ftm__weakrefs_clear(ftm_object *o) {
   unsigned long h = ftm__ptr_hash(o);
   ftm__wrlist probe = {.obj = o};
   struct ftm_weakref *cbs = NULL; /* those whose callback runs, linked by next */
-  pthread_mutex_lock(&s->lock);
+  ftm_spinlock_lock(&s->lock);
   ftm__wrlist *l = ck_hs_remove(&s->hs, h, &probe);
   struct ftm_weakref *wr = l ? l->head : NULL;
   while (wr != NULL) {
@@ -206,7 +221,7 @@ void ftm__weakrefs_clear(ftm_object *o) {
     ftm_atomic_store_release(&wr->wr_object, NULL);
     wr = next;
   }
-  pthread_mutex_unlock(&s->lock);
+  ftm_spinlock_unlock(&s->lock);
   ftm_free(l);
   while (cbs != NULL) {
     struct ftm_weakref *next = cbs->next;
