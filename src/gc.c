@@ -914,7 +914,11 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
       uint8_t b = ftm_atomic_load_relaxed(&o->ob_gc_bits);
       if (b & (FTM_GCB_MARKED | FTM_GCB_DEAD)) continue;
       ftm_atomic_fetch_or_relaxed(&o->ob_gc_bits, FTM_GCB_UNREACH);
-      ftm_incref(o); /* the hold: barrier is off */
+      /* the hold, merged: nothing references o from outside the garbage
+       * and every thread is parked, so we have its owner's rights over
+       * ob_ref_local.  Merged, its deaths below happen on this thread
+       * instead of being queued to the owner one by one */
+      ftm__merge(o, 1);
       run.garbage.v[k++] = o;
     }
     run.garbage.n = k;
@@ -1096,11 +1100,14 @@ static void ftm__gc_auto(ftm__tstate *ts) {
 }
 
 /* FTMEM_GC=0 starts with automatic collection disabled (ftm_gc_enable
- * turns it on), like running Python with gc.disable() first. */
+ * turns it on), like running Python with gc.disable() first;
+ * FTMEM_GC_DEBUG=flags sets ftm_gc_set_debug's flags. */
 static pthread_once_t ftm__gc_env_once = PTHREAD_ONCE_INIT;
 static void ftm__gc_env_init(void) {
   const char *s = getenv("FTMEM_GC");
   if (s != NULL && s[0] == '0' && s[1] == '\0') ftm_atomic_store_relaxed(&ftm__gc_enabled, 0);
+  int64_t d = ftm__env_ms("FTMEM_GC_DEBUG", 0); /* gc.set_debug flags, e.g. 1: a line per collection */
+  if (d > 0) ftm_atomic_store_relaxed(&ftm__gc_debug, (unsigned)d);
 }
 
 void ftm__gc_count_flush(ftm__tstate *ts) {
