@@ -551,6 +551,7 @@ static uint64_t ftm__gc_hs_counter; /* gc lock */
  * timeout_ms.  On timeout a park is called off. */
 static bool ftm__handshake(ftm__tstate *self, int kind, int64_t timeout_ms) {
   uint64_t seq = ++ftm__gc_hs_counter;
+  ftm_atomic_store_relaxed(&ftm__gc_collector, self); /* never parks */
   ftm_atomic_store_relaxed(&ftm__gc_hs_kind, kind);
   if (kind == FTM_HS_PARK) ftm_atomic_store_relaxed(&ftm__gc_park_seq, seq);
   /* seq_cst: the kind and park above are published with it; against
@@ -629,21 +630,25 @@ static int64_t ftm__gc_refcount(ftm_object *o) {
 }
 
 #if defined(FTMEM_DEBUG)
-/* Is y where an object starts (or outside ftmem's memory: a static)? */
+/* Is y an object: where a block starts (after its GC head, for GC
+ * types), or outside ftmem's memory with a readied type (a static
+ * immortal object)?  Not one freed before the collection started? */
 static void ftm__gc_check_visit(const ftm__gc_run *run, ftm_object *y, bool quiescent) {
   ftm__pool *p = ftm__pagemap_lookup(y);
   const char *name = run->cur && run->cur->ob_type ? run->cur->ob_type->name : "?";
-  if (p != NULL) {
-    bool ok;
-    if (p->kind == FTM_POOL_LARGE)
-      ok = (char *)y == p->user || (char *)y == p->user + FTM_GC_HEAD;
-    else
-      ok = ftm__pool_is_block(p, y) || ftm__pool_is_block(p, (char *)y - FTM_GC_HEAD);
-    if (!ok)
-      ftm__fatal("ftmem: traverse of %p (type %s) visited %p, which is not an object\n",
-                 (const void *)run->cur, name, (void *)y);
-  }
-  if (quiescent && ftm_atomic_load_relaxed(&y->ob_ref_local) == FTM_REF_FREED)
+  bool ok;
+  if (p == NULL)
+    ok = ftm__type_known(y->ob_type);
+  else if (p->kind == FTM_POOL_LARGE)
+    ok = (char *)y == p->user || (char *)y == p->user + FTM_GC_HEAD;
+  else
+    ok = ftm__pool_is_block(p, y) || ftm__pool_is_block(p, (char *)y - FTM_GC_HEAD);
+  if (!ok)
+    ftm__fatal("ftmem: traverse of %p (type %s) visited %p, which is not an object\n", (const void *)run->cur,
+               name, (void *)y);
+  /* acquire: pairs with the release store of FREED (object.c) */
+  if (ftm_atomic_load_acquire(&y->ob_ref_local) == FTM_REF_FREED &&
+      (quiescent || !(ftm_atomic_load_relaxed(&y->ob_gc_bits) & FTM_GCB_FREED_LATE)))
     ftm__fatal("ftmem: traverse of %p (type %s) visited %p, a freed object\n", (const void *)run->cur,
                name, (void *)y);
 }
@@ -778,7 +783,10 @@ static int ftm__visit_recheck_mark(ftm_object *y, void *arg) {
 static bool ftm__gc_recheck(ftm__gc_run *run, int64_t timeout_ms) {
   ftm__objvec *g = &run->garbage;
   int64_t t0 = ftm__now_ns();
-  if (!ftm__handshake(run->ts, FTM_HS_PARK, timeout_ms)) return false;
+  if (!ftm__handshake(run->ts, FTM_HS_PARK, timeout_ms)) {
+    ftm_atomic_store_relaxed(&ftm__gc_collector, NULL);
+    return false;
+  }
   for (size_t i = 0; i < g->n; i++) {
     ftm_object *o = g->v[i];
     ftm_atomic_store_relaxed(&ftm__gc_head_of(o)->refs, ftm__gc_refcount(o) - 1); /* minus our hold */
@@ -804,6 +812,7 @@ static bool ftm__gc_recheck(ftm__gc_run *run, int64_t timeout_ms) {
       ftm_atomic_fetch_and_relaxed(&o->ob_gc_bits, (uint8_t)~FTM_GCB_UNREACH); /* MARKED stays: see ftm__gc_promote */
   }
   ftm__gc_unpark();
+  ftm_atomic_store_relaxed(&ftm__gc_collector, NULL);
   run->pause_ns += ftm__now_ns() - t0;
   return true;
 }

@@ -21,6 +21,7 @@
 #include "object_internal.h"
 
 static _Atomic uint32_t ftm__freelist_types;
+static void ftm__type_register(const ftm_type *t);
 /* written once per index before the type is published (release below) */
 bool ftm__freelist_is_gc[FTM_MAX_FREELIST_TYPES];
 
@@ -63,9 +64,33 @@ int ftm_type_ready(ftm_type *t) {
       ftm__freelist_is_gc[i] = (t->flags & FTM_TYPE_GC) != 0;
     }
   }
+  ftm__type_register(t);
   /* release: pairs with the acquire above; the index is published */
   ftm_atomic_store_release(&t->ftm_ready, 1);
   return 0;
+}
+
+/* ---- the known types (debug checks) ---- */
+/* Every readied type, so a debug check can tell whether a pointer's
+ * ob_type names a type without dereferencing it.  Lock-free append:
+ * slots are claimed with a fetch_add and published with release; past
+ * the table's end the check is skipped (ftm__types_overflow). */
+#define FTM_MAX_KNOWN_TYPES 4096
+static const ftm_type *_Atomic ftm__types[FTM_MAX_KNOWN_TYPES];
+static _Atomic uint32_t ftm__ntypes;
+
+static void ftm__type_register(const ftm_type *t) {
+  uint32_t i = ftm_atomic_fetch_add_relaxed(&ftm__ntypes, 1);
+  /* release: pairs with the acquire in ftm__type_known */
+  if (i < FTM_MAX_KNOWN_TYPES) ftm_atomic_store_release(&ftm__types[i], t);
+}
+
+bool ftm__type_known(const ftm_type *t) {
+  uint32_t n = ftm_atomic_load_relaxed(&ftm__ntypes);
+  if (n > FTM_MAX_KNOWN_TYPES) return true; /* overflow: cannot tell */
+  for (uint32_t i = 0; i < n; i++)
+    if (ftm_atomic_load_acquire(&ftm__types[i]) == t) return true;
+  return false;
 }
 
 static inline void ftm__header_init(ftm_object *o, ftm_type *t, uint32_t tid) {
@@ -173,8 +198,12 @@ void ftm__object_free_memory(ftm_object *o) {
     /* stale readers may still look at the header: it stays dead-looking
      * until the grace period ends */
 #if FTM_CHECK_OBJECTS
-    /* a stale try-incref fails on it; a late incref/decref is reported */
-    ftm_atomic_store_relaxed(&o->ob_ref_local, FTM_REF_FREED);
+    /* a traverse that loaded it before its death may still visit it
+     * (gc.c's debug check tells this from a visit of a long-dead object) */
+    if (ftm_atomic_load_relaxed(&ftm__gc_defer)) ftm_atomic_fetch_or_relaxed(&o->ob_gc_bits, FTM_GCB_FREED_LATE);
+    /* a stale try-incref fails on it; a late incref/decref is reported.
+     * release: the collector that reads FREED (acquire) sees the bit */
+    ftm_atomic_store_release(&o->ob_ref_local, FTM_REF_FREED);
 #endif
     ftm__defer_free(ts, ftm__obj_block(o));
     return;

@@ -76,6 +76,7 @@ _Static_assert(sizeof(ftm__gc_head) == 16, "GC head keeps objects 16-byte aligne
 #define FTM_GCB_SHADED 0x08  /* a barrier saw a new reference to it */
 #define FTM_GCB_MARKED 0x10  /* reachable (running collection) */
 #define FTM_GCB_UNREACH 0x20 /* found unreachable: weakref gets refuse it */
+#define FTM_GCB_FREED_LATE 0x40 /* debug: freed while a collection ran (a stale visit is legal) */
 
 /* Candidate lists are chunks of cells; chunks are type-stable (recycled
  * as chunks, never freed) so a late CAS on a stale cell is harmless. */
@@ -197,6 +198,8 @@ static inline void *ftm__obj_block(const ftm_object *o) {
   return (o->ob_type->flags & FTM_TYPE_GC) ? (char *)o - FTM_GC_HEAD : (char *)o;
 }
 ftm_internal bool ftm__gc_track_new(ftm__tstate *ts, ftm_object *o);
+/* Types that passed ftm_type_ready (debug checks of traverse). */
+ftm_internal bool ftm__type_known(const ftm_type *t);
 ftm_internal void ftm__gc_untrack_dying(ftm__tstate *ts, ftm_object *o);
 ftm_internal void ftm__gc_count_flush(ftm__tstate *ts);
 ftm_internal void ftm__gc_answer(ftm__tstate *ts, uint64_t seq);
