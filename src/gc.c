@@ -60,6 +60,7 @@ static pthread_mutex_t ftm__gc_hand_lock = PTHREAD_MUTEX_INITIALIZER;
 static ftm__gc_list ftm__gc_pending;  /* handed-over young lists (hand lock) */
 static ftm_object **ftm__gc_greys;    /* handed-over grey objects (hand lock) */
 static size_t ftm__gc_ngreys, ftm__gc_greys_cap;
+static _Atomic int ftm__gc_grey_overflow; /* a shaded object could not be listed */
 static ftm__gc_chunk *ftm__gc_free_chunks; /* hand lock */
 static size_t ftm__gc_pending_compacted;   /* chunks live after the last compaction; hand lock */
 
@@ -137,14 +138,17 @@ typedef struct {
   size_t n, cap;
 } ftm__objvec;
 
-static bool ftm__vec_push(ftm__objvec *s, ftm_object *o) {
-  if (ftm_unlikely(s->n == s->cap)) {
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    ftm_object **v = ftm_realloc(s->v, cap * sizeof *v);
-    if (v == NULL) return false;
-    s->v = v;
-    s->cap = cap;
-  }
+static ftm_noinline bool ftm__vec_grow(ftm__objvec *s) {
+  size_t cap = s->cap ? s->cap * 2 : 1024;
+  ftm_object **v = ftm_realloc(s->v, cap * sizeof *v);
+  if (v == NULL) return false;
+  s->v = v;
+  s->cap = cap;
+  return true;
+}
+
+static inline bool ftm__vec_push(ftm__objvec *s, ftm_object *o) {
+  if (ftm_unlikely(s->n == s->cap) && !ftm__vec_grow(s)) return false;
   s->v[s->n++] = o;
   return true;
 }
@@ -441,9 +445,9 @@ static void ftm__grey_push(ftm__tstate *ts, ftm_object *o) {
     size_t cap = ts->gc_grey_cap ? ts->gc_grey_cap * 2 : 256;
     ftm_object **v = ftm_realloc(ts->gc_grey, cap * sizeof *v);
     if (v == NULL) {
-      /* cannot remember it: the collector must not miss it, so give up
-       * the running collection's precision — keep it marked instead */
-      ftm_atomic_fetch_or_relaxed(&o->ob_gc_bits, FTM_GCB_MARKED);
+      /* cannot list it: it stays SHADED, and the collector scans every
+       * candidate for shaded ones while the threads are parked */
+      ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 1);
       return;
     }
     ts->gc_grey = v;
@@ -483,9 +487,8 @@ static void ftm__hand_over(ftm__tstate *ts, bool greys) {
       while (cap < need) cap *= 2;
       ftm_object **v = ftm_realloc(ftm__gc_greys, cap * sizeof *v);
       if (v == NULL) {
-        /* cannot hand them over: keep them marked (conservative) */
-        for (size_t i = 0; i < ts->gc_ngrey; i++)
-          ftm_atomic_fetch_or_relaxed(&ts->gc_grey[i]->ob_gc_bits, FTM_GCB_MARKED);
+        /* cannot hand them over: they stay SHADED, found by the parked scan */
+        ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 1);
         ts->gc_ngrey = 0;
         pthread_mutex_unlock(&ftm__gc_hand_lock);
         return;
@@ -605,7 +608,6 @@ typedef struct {
   int64_t pause_ns;
 } ftm__gc_run;
 
-static _Atomic int ftm__gc_grey_overflow; /* a shaded object could not be listed */
 
 #define FTM_FOR_EACH_CELL(run, o, body)                                      \
   for (unsigned li_ = 0; li_ < (run)->nlists; li_++)                          \
@@ -662,7 +664,9 @@ static int ftm__visit_sub(ftm_object *y, void *arg) {
   if (y == NULL) return 0;
   ftm__gc_check_visit(run, y, false);
   uint8_t b = ftm_atomic_load_relaxed(&y->ob_gc_bits);
-  if ((b & (FTM_GCB_CAND | FTM_GCB_DEAD)) == FTM_GCB_CAND) {
+  /* MARKED too: nothing is marked yet in this collection, and survivors
+   * of earlier ones keep CAND|MARKED (ftm__gc_promote) — no write to them */
+  if ((b & (FTM_GCB_CAND | FTM_GCB_MARKED | FTM_GCB_DEAD)) == FTM_GCB_CAND) {
     ftm__gc_head *h = ftm__gc_head_of(y);
     /* relaxed: only the collector touches refs */
     ftm_atomic_store_relaxed(&h->refs, ftm_atomic_load_relaxed(&h->refs) - 1);
