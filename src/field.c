@@ -50,7 +50,12 @@ ftm_object *ftm_field_load(ftm_field *slot) {
 }
 
 void ftm_field_init(ftm_field *slot, ftm_object *value) {
-  if (value != NULL) ftm__mark_shared(value);
+  if (value != NULL) {
+    ftm__mark_shared(value);
+    /* a container moving a reference inside itself writes the new place
+     * with init: a traverse already past it would miss the edge (gc.h) */
+    if (ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(value);
+  }
   /* release: the object's initialisation is visible to loaders */
   ftm_atomic_store_release(slot, value);
 }
@@ -63,7 +68,11 @@ ftm_object *ftm_field_exchange(ftm_field *slot, ftm_object *value) {
   }
   /* acq_rel: publish value; acquire the writes made before the old one
    * was stored, since our caller now owns its reference */
-  return ftm_atomic_exchange_acq_rel(slot, value);
+  ftm_object *old = ftm_atomic_exchange_acq_rel(slot, value);
+  /* the old value's reference passes to the caller without an incref: a
+   * reference a thread gains, so it shades like one (docs/gc.md) */
+  if (old != NULL && ftm_unlikely(ftm_atomic_load_relaxed(&ftm__gc_barrier))) ftm__gc_shade(old);
+  return old;
 }
 
 void ftm_field_store(ftm_field *slot, ftm_object *value) {

@@ -58,8 +58,7 @@ static pthread_mutex_t ftm__gc_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Guards what threads hand over: young lists, grey buffers; and the chunk pool. */
 static pthread_mutex_t ftm__gc_hand_lock = PTHREAD_MUTEX_INITIALIZER;
 static ftm__gc_list ftm__gc_pending;  /* handed-over young lists (hand lock) */
-static ftm_object **ftm__gc_greys;    /* handed-over grey objects (hand lock) */
-static size_t ftm__gc_ngreys, ftm__gc_greys_cap;
+static ftm__gc_list ftm__gc_greys;    /* handed-over grey objects (hand lock) */
 static _Atomic int ftm__gc_grey_overflow; /* a shaded object could not be listed */
 static ftm__gc_chunk *ftm__gc_free_chunks; /* hand lock */
 static size_t ftm__gc_pending_compacted;   /* chunks live after the last compaction; hand lock */
@@ -440,20 +439,38 @@ bool ftm_gc_is_finalized(const ftm_object *o) {
 }
 
 /* ---- barrier ---------------------------------------------------------------- */
+/* Shaded objects are listed in chunks like the candidates (OS memory, so
+ * a thread's list is no heap block that leak checks would count). */
 static void ftm__grey_push(ftm__tstate *ts, ftm_object *o) {
-  if (ts->gc_ngrey == ts->gc_grey_cap) {
-    size_t cap = ts->gc_grey_cap ? ts->gc_grey_cap * 2 : 256;
-    ftm_object **v = ftm_realloc(ts->gc_grey, cap * sizeof *v);
-    if (v == NULL) {
+  ftm__gc_list *g = &ts->gc_greys;
+  ftm__gc_chunk *c = g->head;
+  if (ftm_unlikely(c == NULL || c->n == FTM_GC_CHUNK_N)) {
+    c = ftm__chunk_get();
+    if (c == NULL) {
       /* cannot list it: it stays SHADED, and the collector scans every
        * candidate for shaded ones while the threads are parked */
       ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 1);
       return;
     }
-    ts->gc_grey = v;
-    ts->gc_grey_cap = cap;
+    c->next = g->head;
+    g->head = c;
+    if (g->tail == NULL) g->tail = c;
+    g->chunks++;
   }
-  ts->gc_grey[ts->gc_ngrey++] = o;
+  /* relaxed: handed over under the hand lock */
+  ftm_atomic_store_relaxed(&c->cells[c->n++], o);
+  ts->gc_ngrey++;
+}
+
+/* Recycle a grey list's chunks (hand lock held). */
+static void ftm__greys_drop_locked(ftm__gc_list *g) {
+  ftm__gc_chunk *c = g->head;
+  while (c != NULL) {
+    ftm__gc_chunk *next = c->next;
+    ftm__chunk_put_locked(c);
+    c = next;
+  }
+  *g = (ftm__gc_list){0};
 }
 
 void ftm__gc_shade(ftm_object *o) {
@@ -471,8 +488,8 @@ void ftm__gc_shade(ftm_object *o) {
 static void ftm__hand_over(ftm__tstate *ts, bool greys) {
   /* shaded objects matter only to a running collection (between its
    * start, which drops older ones, and its park) */
-  if (!ftm_atomic_load_relaxed(&ftm__gc_defer)) ts->gc_ngrey = 0;
-  if (ts->gc_young.head == NULL && (!greys || ts->gc_ngrey == 0)) return;
+  if (!ftm_atomic_load_relaxed(&ftm__gc_defer)) greys = false;
+  if (ts->gc_young.head == NULL && ts->gc_greys.head == NULL) return;
   pthread_mutex_lock(&ftm__gc_hand_lock);
   ftm__list_splice(&ftm__gc_pending, &ts->gc_young);
   /* lists handed over by exiting threads are mostly holes when no
@@ -480,25 +497,8 @@ static void ftm__hand_over(ftm__tstate *ts, bool greys) {
    * they doubled since the last compaction (amortised O(1) per cell) */
   if (ftm__gc_pending.chunks > 2 * ftm__gc_pending_compacted + 8)
     ftm__gc_pending_compacted = (ftm__list_compact(&ftm__gc_pending, true) + FTM_GC_CHUNK_N - 1) / FTM_GC_CHUNK_N;
-  if (greys && ts->gc_ngrey != 0) {
-    size_t need = ftm__gc_ngreys + ts->gc_ngrey;
-    if (need > ftm__gc_greys_cap) {
-      size_t cap = ftm__gc_greys_cap ? ftm__gc_greys_cap : 1024;
-      while (cap < need) cap *= 2;
-      ftm_object **v = ftm_realloc(ftm__gc_greys, cap * sizeof *v);
-      if (v == NULL) {
-        /* cannot hand them over: they stay SHADED, found by the parked scan */
-        ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 1);
-        ts->gc_ngrey = 0;
-        pthread_mutex_unlock(&ftm__gc_hand_lock);
-        return;
-      }
-      ftm__gc_greys = v;
-      ftm__gc_greys_cap = cap;
-    }
-    memcpy(ftm__gc_greys + ftm__gc_ngreys, ts->gc_grey, ts->gc_ngrey * sizeof *ts->gc_grey);
-    ftm__gc_ngreys = need;
-  }
+  if (greys) ftm__list_splice(&ftm__gc_greys, &ts->gc_greys);
+  else ftm__greys_drop_locked(&ts->gc_greys);
   ts->gc_ngrey = 0;
   pthread_mutex_unlock(&ftm__gc_hand_lock);
 }
@@ -513,7 +513,6 @@ void ftm__gc_answer(ftm__tstate *ts, uint64_t seq) {
     ts->gc_count = 0;
   }
   /* START: shades from before it are stale (earlier collections) */
-  if (kind == FTM_HS_START) ts->gc_ngrey = 0;
   ftm__hand_over(ts, kind != FTM_HS_START);
   ts->gc_seen = seq;
   /* release: pairs with the collector's acquire of the ack — our hand-over
@@ -701,17 +700,17 @@ static void ftm__mark_drain(ftm__gc_run *run) {
 
 static void ftm__mark_greys(ftm__gc_run *run) {
   pthread_mutex_lock(&ftm__gc_hand_lock);
-  ftm_object **g = ftm__gc_greys;
-  size_t n = ftm__gc_ngreys, cap = ftm__gc_greys_cap;
-  ftm__gc_greys = NULL;
-  ftm__gc_ngreys = ftm__gc_greys_cap = 0;
+  ftm__gc_list g = ftm__gc_greys;
+  ftm__gc_greys = (ftm__gc_list){0};
   pthread_mutex_unlock(&ftm__gc_hand_lock);
-  (void)cap;
-  for (size_t i = 0; i < n; i++) {
-    ftm__mark_one(run, g[i]);
-    ftm__mark_drain(run);
-  }
-  ftm_free(g);
+  for (ftm__gc_chunk *c = g.head; c != NULL; c = c->next)
+    for (uint32_t i = 0; i < c->n; i++) {
+      ftm__mark_one(run, ftm_atomic_load_relaxed(&c->cells[i]));
+      ftm__mark_drain(run);
+    }
+  pthread_mutex_lock(&ftm__gc_hand_lock);
+  ftm__greys_drop_locked(&g);
+  pthread_mutex_unlock(&ftm__gc_hand_lock);
 }
 
 /* Mark from candidates that were shaded but are not marked. */
@@ -851,9 +850,7 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
   run.young = ftm__gc_pending;
   ftm__gc_pending = (ftm__gc_list){0};
   ftm__gc_pending_compacted = 0;
-  ftm_free(ftm__gc_greys); /* shaded before the start: stale */
-  ftm__gc_greys = NULL;
-  ftm__gc_ngreys = ftm__gc_greys_cap = 0;
+  ftm__greys_drop_locked(&ftm__gc_greys); /* shaded before the start: stale */
   pthread_mutex_unlock(&ftm__gc_hand_lock);
   ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 0);
   ftm__gc_oom = false;
@@ -940,9 +937,7 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
   }
   ftm__vec_free(&run.stack);
   pthread_mutex_lock(&ftm__gc_hand_lock);
-  ftm_free(ftm__gc_greys); /* handed over after the park: stale */
-  ftm__gc_greys = NULL;
-  ftm__gc_ngreys = ftm__gc_greys_cap = 0;
+  ftm__greys_drop_locked(&ftm__gc_greys); /* handed over after the park: stale */
   pthread_mutex_unlock(&ftm__gc_hand_lock);
 
   /* 6. survivors (and the held garbage) move to the next generation */
@@ -1473,6 +1468,7 @@ void ftm__gc_postfork(bool child) {
       ftm__tstate *ts = ftm_atomic_load_relaxed(&ftm__tstates[i]);
       if (ts == NULL || ts == self) continue;
       ftm__list_splice(&ftm__gc_pending, &ts->gc_young);
+      ftm__greys_drop_locked(&ts->gc_greys);
       ts->gc_ngrey = 0;
       ts->gc_count = 0;
     }

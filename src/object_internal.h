@@ -128,8 +128,9 @@ typedef struct ftm__tstate_s {
   /* -- cycle collector (gc.c) -- */
   ftm__gc_list gc_young;     /* owner only until handed off at a safepoint */
   int64_t gc_count;          /* tracked allocations - deallocations, not yet flushed */
-  ftm_object **gc_grey;      /* objects this thread's barriers shaded */
-  size_t gc_ngrey, gc_grey_cap;
+  ftm__gc_list gc_greys;     /* objects this thread's barriers shaded (chunks) */
+  ftm_object **gc_grey;      /* unused (NULL): kept for tstate.c's exit path */
+  size_t gc_ngrey, gc_grey_cap; /* gc_ngrey: cells in gc_greys */
   uint64_t gc_seen;          /* last collector handshake answered */
   _Atomic uint64_t xgc_ack;
   uint32_t gc_busy;          /* inside a collection (its finalizers, callbacks) */

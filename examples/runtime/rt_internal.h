@@ -15,8 +15,9 @@
  * So detach around the wait (what CPython's PyMutex does when it parks).
  * We hold no other runtime lock here: runtime locks never nest.
  * Unlike CPython's, ftmem's attach runs a safepoint, which may merge our
- * queue and free objects while we already hold m.  Safe here because the
- * runtime's clear and dealloc callbacks take no lock; a runtime with
+ * queue and free objects while we already hold m (and, with the cycle
+ * collector, take part in a collection).  Safe here because the runtime's
+ * traverse, clear and dealloc callbacks take no lock; a runtime with
  * finalizers or weakref callbacks that can re-enter it must allow for it. */
 static inline void rt__lock(pthread_mutex_t *m) {
   if (pthread_mutex_trylock(m) == 0) return;

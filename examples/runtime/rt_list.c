@@ -30,6 +30,10 @@
  *     the list did lose that index while we looked — report "past the end".
  * No item is ever returned without a reference, and no memory is read
  * after it is reused.
+ *
+ * The cycle collector is a third lock-free reader: it calls list_traverse
+ * while writers run (gc.h), in the same order and under the same rules —
+ * size, then array, slots peeked atomically, inside a read section.
  */
 #include <assert.h>
 #include <errno.h>
@@ -51,12 +55,41 @@ typedef struct rt_list {
 #define L(o) ((rt_list *)(o))
 
 /* ---- type callbacks --------------------------------------------------------
- * traverse and clear are called on an object no other thread is mutating
- * (its death, or the collector with the world stopped), so no lock. */
+ * traverse runs while other threads mutate the list: the cycle collector
+ * calls it without our lock, inside its read section (gc.h, "Rules for
+ * types").  So it reads as rt_list_get does:
+ *   - `size` first, then `items`, both acquire.  A writer publishes a
+ *     bigger array before a bigger size, and arrays never shrink, so the
+ *     array we load has at least `size` slots.  (The other order — the
+ *     array, then the size — lets an append that replaces the array in
+ *     between hand us a size beyond the old array's end.)  We bound the
+ *     scan by the array's own cap all the same: one compare, and no
+ *     reasoning about the writers' order is needed to see that every read
+ *     is in bounds;
+ *   - every slot with ftm_field_peek (an atomic load): set and pop replace
+ *     slots while we scan;
+ *   - an array replaced while we scan it stays readable: list_grow_locked
+ *     retires it with ftm_free_deferred, and the collector's read section
+ *     is open (list_dealloc defers it too, for the same reason).  Its
+ *     slots are NULLed once the references have moved, so we may miss an
+ *     item that moved (the new array has it, and the move shaded it for
+ *     a running collection), never read freed memory.
+ * A scan under mutation is no snapshot (an item may be missed while it
+ * moves, or seen after the list dropped it); gc.h asks traverse for memory
+ * safety and atomic reads, and leaves the rest to the collector.
+ * clear is called only on a list nobody else can reach (its death, or
+ * garbage the collector found), dealloc only on a dead one: no lock —
+ * but a traverse may still be scanning a list that dies (list_dealloc). */
 static int list_traverse(ftm_object *self, ftm_visitproc visit, void *arg) {
-  /* acquire: pairs with the release that published the array and size */
-  rt_list_items *a = atomic_load_explicit(&L(self)->items, memory_order_acquire);
+  /* acquire: pairs with the writers' release of size; every array
+   * published before that store is visible */
   size_t n = atomic_load_explicit(&L(self)->size, memory_order_acquire);
+  if (n == 0) return 0;
+  /* acquire: pairs with list_grow_locked's release of the array (its cap
+   * and slots are initialised) */
+  rt_list_items *a = atomic_load_explicit(&L(self)->items, memory_order_acquire);
+  if (a == NULL) return 0; /* not possible once size > 0; cheap to check */
+  if (n > a->cap) n = a->cap;
   for (size_t i = 0; i < n; i++) {
     ftm_object *o = ftm_field_peek(&a->slot[i]);
     int r = o != NULL ? visit(o, arg) : 0;
@@ -66,17 +99,22 @@ static int list_traverse(ftm_object *self, ftm_visitproc visit, void *arg) {
 }
 
 static void list_clear(ftm_object *self) {
-  rt_list_items *a = atomic_load_explicit(&L(self)->items, memory_order_acquire); /* as traverse */
-  size_t n = atomic_load_explicit(&L(self)->size, memory_order_acquire);
-  /* relaxed: nobody reads a list being cleared (see above) */
+  size_t n = atomic_load_explicit(&L(self)->size, memory_order_acquire); /* as traverse */
+  rt_list_items *a = atomic_load_explicit(&L(self)->items, memory_order_acquire);
+  /* relaxed: nobody else mutates a list being cleared, and a concurrent
+   * traverse reads every slot atomically whatever size it sees */
   atomic_store_explicit(&L(self)->size, 0, memory_order_relaxed);
-  for (size_t i = 0; i < n; i++) ftm_field_clear(&a->slot[i]);
+  for (size_t i = 0; a != NULL && i < n; i++) ftm_field_clear(&a->slot[i]);
 }
 
 static void list_dealloc(ftm_object *self) {
-  /* plain ftm_free: a dead list has no readers (a reader holds a
-   * reference).  relaxed: the decref that killed it ordered every write */
-  ftm_free(atomic_load_explicit(&L(self)->items, memory_order_relaxed));
+  /* deferred, though the list is dead: the collector may be inside
+   * list_traverse on it right now — it skips objects whose death has
+   * begun, but the death can begin just after that check, while traverse
+   * scans the array it loaded.  ftmem defers the object's own memory
+   * during a collection; the array is ours to defer.  relaxed: the decref
+   * that killed the list ordered every write */
+  ftm_free_deferred(atomic_load_explicit(&L(self)->items, memory_order_relaxed));
   pthread_mutex_destroy(&L(self)->lock);
 }
 
@@ -146,9 +184,11 @@ static rt_list_items *list_grow_locked(rt_list *l, rt_list_items *old, size_t n)
   rt_list_items *a = ftm_malloc(sizeof *a + cap * sizeof(ftm_field));
   if (a == NULL) return NULL;
   a->cap = cap;
-  /* the references move from old to a: no count changes.  Plain init: a
-   * is not visible until the release store below */
-  for (size_t i = 0; i < n; i++) atomic_init(&a->slot[i], ftm_field_peek(&old->slot[i]));
+  /* the references move from old to a: no count changes.  With
+   * ftm_field_init, a move inside the container: a collection's traverse
+   * that read the old array may find its slots NULLed below, and the
+   * barrier in init shades what moved (gc.h, rules for types) */
+  for (size_t i = 0; i < n; i++) ftm_field_init(&a->slot[i], ftm_field_peek(&old->slot[i]));
   for (size_t i = n; i < cap; i++) atomic_init(&a->slot[i], NULL);
   /* release: pairs with the readers' acquire load of items */
   atomic_store_explicit(&l->items, a, memory_order_release);

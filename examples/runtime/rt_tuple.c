@@ -8,8 +8,16 @@
  * tuple's own reference keeps every item alive.
  *
  * Tuples can hold lists that hold the tuple, so the type is FTM_TYPE_GC
- * with traverse and clear.  No free list: FTM_TYPE_FREELIST is for
- * fixed-size types (CPython keeps one per length; ftmem does not).
+ * with traverse and clear.  traverse needs no care for the concurrent
+ * collector (gc.h): the item count is fixed, the items live in the
+ * object's own block and are never replaced while it is reachable (only
+ * clear, on garbage, NULLs them), and a tuple the collector scans while
+ * rt_tuple_new still fills it (it is tracked from ftm_new_var on) has
+ * zeroed slots (NULL, skipped) or items that ftm_field_init published with
+ * a release store, which traverse's peek (acquire) pairs with.
+ *
+ * No free list: FTM_TYPE_FREELIST is for fixed-size types (CPython keeps
+ * one per length; ftmem does not).
  */
 #include <assert.h>
 #include <errno.h>

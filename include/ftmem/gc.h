@@ -31,14 +31,23 @@
  * threshold, or on FTMEM_GC_THREADS background collector threads.
  *
  * Rules for types, because the collector reads objects while mutators
- * write them: every reference a tracked object holds is an ftm_field
- * written through ftm_field_store/exchange/init; `traverse` reads them
- * with ftm_field_peek, takes no lock, and reads any separately allocated
- * storage through atomics, such storage being freed with
- * ftm_free_deferred when replaced.  `traverse` may visit objects that died
- * since it loaded them (the collector skips them).  Do not reach a
- * safepoint (ftm_new, ftm_safepoint) while holding a lock that the
- * finalizers or weakref callbacks of other objects may take.
+ * write them:
+ *   - every reference a tracked object holds is an ftm_field written
+ *     through ftm_field_store/exchange/init; a reference taken out of a
+ *     field for a thread goes through ftm_field_exchange (or
+ *     ftm_field_load); a reference moved inside the container to another
+ *     field is written there with ftm_field_init — these are what the
+ *     collector's barrier watches;
+ *   - `traverse` reads fields with ftm_field_peek, takes no lock, and
+ *     reads separately allocated storage through atomics; such storage
+ *     is freed with ftm_free_deferred, both when it is replaced and when
+ *     the object dies (dealloc), since a traverse may be reading it;
+ *   - `traverse` may visit objects that died since it loaded them (the
+ *     collector skips them), and may see an entry twice or miss it while
+ *     another thread moves it: the barrier covers that.
+ * Do not reach a safepoint (ftm_new, ftm_safepoint) while holding a lock
+ * that another attached thread may wait for: a collection's park would
+ * wait for that thread, and that thread for the lock.
  *
  * Errors: from a detached thread every call prints "ftmem: ..." and
  * aborts; a collection requested from inside a finalizer or callback of a

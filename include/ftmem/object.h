@@ -256,7 +256,9 @@ FTM_API ftm_object *ftm_field_load(ftm_field *slot);
 FTM_API void ftm_field_store(ftm_field *slot, ftm_object *value);
 /* Store value (stolen), return the old one (its reference passes to the caller). */
 FTM_API ftm_object *ftm_field_exchange(ftm_field *slot, ftm_object *value);
-/* Initialise a field of an object no other thread can see yet (stolen). */
+/* Initialise a field of an object no other thread can see yet (stolen);
+ * also how a container moves a reference inside itself into an empty
+ * field (the collector's barrier sees the move, gc.h). */
 FTM_API void ftm_field_init(ftm_field *slot, ftm_object *value);
 /* Set the field to NULL and release what it held (for clear callbacks). */
 static inline void ftm_field_clear(ftm_field *slot) { ftm_xdecref(ftm_field_exchange(slot, NULL)); }
