@@ -840,6 +840,16 @@ static ssize_t ftm__gc_collect_locked(ftm__tstate *ts, int gen, bool automatic) 
   ftm_gc_info info = {.generation = gen};
   ftm__gc_run_callbacks("start", &info);
 
+  /* queue entries of detached threads hold references: merge them first,
+   * so that what they keep alive can be collected (a background
+   * collector's own objects, say, whose thread sleeps detached) */
+  uint32_t nts = ftm_atomic_load_acquire(&ftm__tstate_count);
+  for (uint32_t i = 0; i < nts && i < FTM_MAX_TSTATES; i++) {
+    ftm__tstate *o = ftm_atomic_load_acquire(&ftm__tstates[i]);
+    if (o != NULL && o != ts && ftm_atomic_load_relaxed(&o->xqueued) != 0 &&
+        ftm_atomic_load_relaxed(&o->xstate) == FTM_TS_DETACHED)
+      ftm__merge_for(o);
+  }
   ftm_atomic_store_relaxed(&ftm__gc_collector, ts);
   /* 1. our section first: memory retired from here on outlives it */
   ck_epoch_begin(&ts->epoch, NULL);
@@ -1147,6 +1157,8 @@ static void *ftm__gc_bg_main(void *arg) {
       }
       pthread_mutex_unlock(&ftm__gc_lock);
     }
+    /* free what this thread deferred (its epoch bags) before sleeping */
+    ftm_thread_flush();
     ftm_thread_detach();
   }
   return NULL;
@@ -1182,6 +1194,15 @@ static void ftm__gc_lock_spin(ftm__tstate *ts) {
     if (spins < 32) ftm_cpu_relax();
     else sched_yield();
   }
+}
+
+/* The API's lock: a finalizer or callback of a running collection on
+ * this thread already holds it (and may look at the heap). */
+static void ftm__gc_api_lock(ftm__tstate *ts) {
+  if (!ts->gc_busy) ftm__gc_lock_spin(ts);
+}
+static void ftm__gc_api_unlock(ftm__tstate *ts) {
+  if (!ts->gc_busy) pthread_mutex_unlock(&ftm__gc_lock);
 }
 
 static ftm__tstate *ftm__gc_api_enter(const char *what) {
@@ -1278,21 +1299,21 @@ unsigned ftm_gc_get_debug(void) { return ftm_atomic_load_relaxed(&ftm__gc_debug)
 /* gc lock, and every other attached thread parked; young lists handed over
  * to the pending list.  false (EAGAIN) if a thread did not answer. */
 static bool ftm__gc_world_stop(ftm__tstate *ts) {
-  ftm__gc_lock_spin(ts);
+  ftm__gc_api_lock(ts);
   ftm_atomic_store_relaxed(&ftm__gc_collector, ts);
   if (!ftm__handshake(ts, FTM_HS_PARK, ftm__gc_timeout(false))) {
     ftm_atomic_store_relaxed(&ftm__gc_collector, NULL);
-    pthread_mutex_unlock(&ftm__gc_lock);
+    ftm__gc_api_unlock(ts);
     errno = EAGAIN;
     return false;
   }
   return true;
 }
 
-static void ftm__gc_world_start(void) {
+static void ftm__gc_world_start(ftm__tstate *ts) {
   ftm__gc_unpark();
   ftm_atomic_store_relaxed(&ftm__gc_collector, NULL);
-  pthread_mutex_unlock(&ftm__gc_lock);
+  ftm__gc_api_unlock(ts);
 }
 
 /* The lists of generation gen (-1: all, frozen included); world stopped. */
@@ -1333,7 +1354,7 @@ size_t ftm_gc_get_objects(int gen, ftm_object **out, size_t cap) {
         ftm_object *o = ftm_atomic_load_relaxed(&c->cells[i]);
         if (o != NULL && !(ftm_atomic_load_relaxed(&o->ob_gc_bits) & FTM_GCB_DEAD)) ftm__gc_out(&a, o);
       }
-  ftm__gc_world_start();
+  ftm__gc_world_start(ts);
   return a.n;
 }
 
@@ -1358,7 +1379,7 @@ size_t ftm_gc_get_referrers(ftm_object *target, ftm_object **out, size_t cap) {
         o->ob_type->traverse(o, ftm__visit_find, &a);
         if (a.hit) ftm__gc_out(&a, o);
       }
-  ftm__gc_world_start();
+  ftm__gc_world_start(ts);
   return a.n;
 }
 
@@ -1381,7 +1402,7 @@ size_t ftm_gc_get_referents(ftm_object *o, ftm_object **out, size_t cap) {
   ftm__gc_referents_arg r = {.a = {.out = out, .cap = cap}, .run = {.cur = o}};
   if (!ftm__gc_world_stop(ts)) return 0;
   o->ob_type->traverse(o, ftm__visit_referent, &r);
-  ftm__gc_world_start();
+  ftm__gc_world_start(ts);
   return r.a.n;
 }
 
@@ -1402,44 +1423,44 @@ void ftm_gc_freeze(void) {
   ftm__gc_gen_count[1] = ftm__gc_gen_count[2] = 0;
   ftm__gc_long_lived_total = ftm__gc_long_lived_pending = 0;
   ftm_atomic_store_relaxed(&ftm__gc_count0, 0);
-  ftm__gc_world_start();
+  ftm__gc_world_start(ts);
 }
 
 void ftm_gc_unfreeze(void) {
   ftm__tstate *ts = ftm__gc_api_enter("ftm_gc_unfreeze");
-  ftm__gc_lock_spin(ts);
+  ftm__gc_api_lock(ts);
   size_t n = ftm__list_live(&ftm__gc_gen[3]);
   ftm__list_splice(&ftm__gc_gen[2], &ftm__gc_gen[3]);
   ftm__gc_gen_count[2] += n;
   ftm__gc_long_lived_pending += n;
-  pthread_mutex_unlock(&ftm__gc_lock);
+  ftm__gc_api_unlock(ts);
 }
 
 size_t ftm_gc_get_freeze_count(void) {
   ftm__tstate *ts = ftm__gc_api_enter("ftm_gc_get_freeze_count");
-  ftm__gc_lock_spin(ts);
+  ftm__gc_api_lock(ts);
   size_t n = ftm__list_live(&ftm__gc_gen[3]);
-  pthread_mutex_unlock(&ftm__gc_lock);
+  ftm__gc_api_unlock(ts);
   return n;
 }
 
 size_t ftm_gc_garbage(ftm_object **out, size_t cap) {
   ftm__tstate *ts = ftm__gc_api_enter("ftm_gc_garbage");
-  ftm__gc_lock_spin(ts);
+  ftm__gc_api_lock(ts);
   size_t n = ftm__gc_nsaved;
   for (size_t i = 0; i < n && i < cap; i++) out[i] = ftm_newref(ftm__gc_saved[i]);
-  pthread_mutex_unlock(&ftm__gc_lock);
+  ftm__gc_api_unlock(ts);
   return n;
 }
 
 void ftm_gc_garbage_clear(void) {
   ftm__tstate *ts = ftm__gc_api_enter("ftm_gc_garbage_clear");
-  ftm__gc_lock_spin(ts);
+  ftm__gc_api_lock(ts);
   ftm_object **v = ftm__gc_saved;
   size_t n = ftm__gc_nsaved;
   ftm__gc_saved = NULL;
   ftm__gc_nsaved = ftm__gc_saved_cap = 0;
-  pthread_mutex_unlock(&ftm__gc_lock);
+  ftm__gc_api_unlock(ts);
   for (size_t i = 0; i < n; i++) ftm_decref(v[i]);
   ftm_free(v);
 }

@@ -49,6 +49,11 @@
  * that another attached thread may wait for: a collection's park would
  * wait for that thread, and that thread for the lock.
  *
+ * Known limitation: an object that a finalizer resurrects keeps the
+ * collector's "unreachable" mark until the collection's recheck, a few
+ * moments later; a weak reference made to it in between returns NULL
+ * until then (weak references that existed were cleared, as in CPython).
+ *
  * Errors: from a detached thread every call prints "ftmem: ..." and
  * aborts; a collection requested from inside a finalizer or callback of a
  * running collection returns 0 at once.  Debug builds (FTMEM_DEBUG) check
@@ -69,7 +74,9 @@ extern "C" {
 
 #define FTM_GC_GENERATIONS 3
 
-/* Tracking (ftm_new tracks objects of FTM_TYPE_GC types). */
+/* Tracking (ftm_new tracks objects of FTM_TYPE_GC types).  As with
+ * CPython's PyObject_GC_Track, one thread at a time tracks or untracks a
+ * given object (its creator, typically). */
 FTM_API void ftm_gc_track(ftm_object *o);   /* no-op if tracked or not FTM_TYPE_GC */
 FTM_API void ftm_gc_untrack(ftm_object *o); /* no-op if untracked */
 FTM_API bool ftm_gc_is_tracked(const ftm_object *o);
@@ -109,8 +116,10 @@ typedef struct ftm_gc_gen_stats_s {
 FTM_API void ftm_gc_get_stats(ftm_gc_gen_stats_t out[FTM_GC_GENERATIONS]);
 
 /* Callbacks (gc.callbacks): called with phase "start" before and "stop"
- * after each collection, on the collecting thread, outside the collector's
- * locks.  info->collected and uncollectable are 0 at "start". */
+ * after each collection, on the collecting thread, while no other
+ * collection can start; like finalizers they may use this API (a collect
+ * returns 0, introspection works).  info->collected and uncollectable are
+ * 0 at "start". */
 typedef struct ftm_gc_info_s {
   int generation;
   size_t collected;
