@@ -11,7 +11,8 @@ packages=(
   cmake make gcc libc6-dev clang pkg-config # toolchain (gcc ships the ASan/TSan runtimes)
   libck-dev liburcu-dev                     # Concurrency Kit, userspace RCU
   libcriterion-dev                          # unit tests
-  python3 valgrind                          # override tests, memory checks
+  python3 valgrind libgc-dev                # override tests, memory checks
+  time libpython3.11-testsuite sqlite3 git memcached binutils # tests/realprog
 )
 
 missing=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test.sh — ftmem's CI: dependencies, then configure, build and ctest in five
+# test.sh — ftmem's CI: dependencies, then configure, build and ctest in six
 # variants, stopping at the first that fails.
 #
 #   build/ci-release  Release, malloc override on: unit, stress, override
@@ -13,6 +13,9 @@
 #   build/ci-asan     FTMEM_SANITIZE=address (ASan + UBSan): unit and stress
 #   build/ci-tsan     FTMEM_SANITIZE=thread: stress programs only (Criterion
 #                     cannot run under TSan, shared TSAN.md)
+#   build/ci-fuzz     CC=clang, FTMEM_SANITIZE=address, FTMEM_BUILD_FUZZ=ON:
+#                     the libFuzzer harnesses, 20 s each on their seed
+#                     corpora (ctest -L fuzz; tests/fuzz/README.md)
 #
 # Ends with one line per variant and a last line "N passed, N failed" (tests
 # over all variants, from ctest's summaries; a variant that does not
@@ -36,8 +39,13 @@ declare -A args=(
   [secure]="-DCMAKE_BUILD_TYPE=Release -DFTMEM_SECURE=ON -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
   [asan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
   [tsan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=thread -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_BENCH=OFF"
+  [fuzz]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_BUILD_FUZZ=ON -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_STRESS=OFF -DFTMEM_BUILD_BENCH=OFF"
 )
-read -r -a variants <<<"${VARIANTS:-release debug secure asan tsan}"
+# Environment of a variant's configure step (CC takes effect in a fresh
+# build directory only), and extra ctest arguments.
+declare -A env_of=([fuzz]="CC=clang")
+declare -A ctest_of=([fuzz]="-L fuzz")
+read -r -a variants <<<"${VARIANTS:-release debug secure asan tsan fuzz}"
 
 echo "ci: $(uname -srm), $(nproc) cores; $(gcc --version | head -n 1); $(cmake --version | head -n 1)"
 
@@ -58,7 +66,7 @@ run_variant() {
   echo "==== ci-$v: configure ($dir)"
   [ "${CI:-}" != "true" ] || rm -rf "$dir"
   # shellcheck disable=SC2086 # the variant's arguments are words
-  if ! cmake -S . -B "$dir" "${common[@]}" ${args[$v]}; then
+  if ! env ${env_of[$v]:-} cmake -S . -B "$dir" "${common[@]}" ${args[$v]}; then
     v_failed=1 v_note="configure failed"
     return 1
   fi
@@ -69,7 +77,8 @@ run_variant() {
   fi
   echo "==== ci-$v: test"
   log=$dir/ci-ctest.log
-  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 900 2>&1 | tee "$log"
+  # shellcheck disable=SC2086 # the variant's ctest arguments are words
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 900 ${ctest_of[$v]:-} 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
   total=0

@@ -66,3 +66,104 @@ PLUGIN_API unsigned long long plugin_live(void)
     ftm_stats_get(&s);
     return s.live_count;
 }
+
+/* ---- The object API from the plugin (test_dlopen_tls) ---------------------
+ * The inline ftm_incref/ftm_decref read libftmem's initial-exec ftm__tid
+ * from here, so the plugin itself carries a static-TLS relocation. */
+typedef struct pnode_s {
+    ftm_object ob;
+    ftm_field next;
+    uint64_t v;
+} pnode_t;
+
+static _Atomic unsigned long plugin_deallocs, plugin_callbacks;
+
+static int pnode_traverse(ftm_object *self, ftm_visitproc visit, void *arg)
+{
+    ftm_object *n = ftm_field_peek(&((pnode_t *)self)->next);
+    return n ? visit(n, arg) : 0;
+}
+static void pnode_clear(ftm_object *self)
+{
+    ftm_field_clear(&((pnode_t *)self)->next);
+}
+static void pnode_dealloc(ftm_object *self)
+{
+    (void)self;
+    atomic_fetch_add_explicit(&plugin_deallocs, 1, memory_order_relaxed);
+}
+static ftm_type pnode_type = {
+    .name = "plugin_node",
+    .basic_size = sizeof(pnode_t),
+    .flags = FTM_TYPE_FREELIST,
+    .traverse = pnode_traverse,
+    .clear = pnode_clear,
+    .dealloc = pnode_dealloc,
+};
+static void plugin_cb(ftm_weakref *wr, void *arg)
+{
+    (void)wr;
+    (void)arg;
+    atomic_fetch_add_explicit(&plugin_callbacks, 1, memory_order_relaxed);
+}
+
+/* A chain of n nodes through fields, loads, a weak reference with a
+ * callback, then everything dropped; 0 on success, else a code. */
+PLUGIN_API int plugin_objects(int n)
+{
+    unsigned long d0 = atomic_load(&plugin_deallocs), c0 = atomic_load(&plugin_callbacks);
+    ftm_object *head = NULL;
+    for (int i = 0; i < n; i++) {
+        pnode_t *p = (pnode_t *)ftm_new(&pnode_type);
+        if (p == NULL)
+            return 10;
+        p->v = (uint64_t)i;
+        ftm_field_init(&p->next, head);
+        head = &p->ob;
+    }
+    ftm_weakref *w = ftm_weakref_new(head, plugin_cb, NULL);
+    if (w == NULL)
+        return 11;
+    /* walk the chain with loads (new references) */
+    ftm_object *cur = ftm_newref(head);
+    for (int i = n - 1; i >= 0; i--) {
+        if (cur == NULL || ((pnode_t *)cur)->v != (uint64_t)i)
+            return 12;
+        ftm_object *next = ftm_field_load(&((pnode_t *)cur)->next);
+        ftm_decref(cur);
+        cur = next;
+    }
+    if (cur != NULL)
+        return 13;
+    ftm_object *g = ftm_weakref_get(w);
+    if (g != head)
+        return 14;
+    ftm_decref(g);
+    ftm_decref(head); /* the whole chain dies; the callback runs */
+    if (ftm_weakref_get(w) != NULL)
+        return 15;
+    ftm_weakref_release(w);
+    ftm_thread_flush();
+    if (atomic_load(&plugin_deallocs) - d0 != (unsigned long)n)
+        return 16;
+    if (atomic_load(&plugin_callbacks) - c0 != 1)
+        return 17;
+    return 0;
+}
+
+/* An object handed across threads: made on one, dropped on another. */
+PLUGIN_API void *plugin_obj_new(void)
+{
+    return ftm_new(&pnode_type);
+}
+
+PLUGIN_API void plugin_obj_drop(void *o)
+{
+    ftm_decref((ftm_object *)o);
+}
+
+PLUGIN_API unsigned long plugin_obj_deallocs(void)
+{
+    ftm_thread_flush();
+    return atomic_load(&plugin_deallocs);
+}
