@@ -430,7 +430,7 @@ int main(int argc, char **argv)
                opt.name, started, x->t, mib(x->rss), mib(x->rss_raw), mib(x->mapped), mib(x->committed),
                s.live_count - base.mem.live_count, in_slots, alive, x->overhead, x->abandoned);
         fflush(stdout);
-        if (ns >= WINDOW) {
+        if (ns >= WINDOW + 2) { /* the first two samples are warm-up (see the top) */
             sample_t *w0 = &smp[ns - WINDOW];
             size_t rmin = SIZE_MAX, rmax = 0, mmin = SIZE_MAX, mmax = 0;
             long long omin = x->overhead, omax = x->overhead;
