@@ -86,14 +86,19 @@ static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span, bool aligned)
   }
 }
 
+/* Map a new arena, then take a record for it: a failed mmap (out of
+ * memory) must not use up a record — records are never given back, and
+ * with all of them gone no arena could ever be made again. */
 static bool ftm__arena_create(void) {
+  if (ftm_atomic_load_relaxed(&ftm__arena_count) >= FTM_MAX_ARENAS) return false;
+  char *base = ftm__os_map_aligned(FTM_ARENA_SIZE, FTM_ARENA_SIZE);
+  if (base == NULL) return false;
   uint32_t ai = ftm_atomic_fetch_add_relaxed(&ftm__arena_count, 1);
-  if (ai >= FTM_MAX_ARENAS) {
+  if (ai >= FTM_MAX_ARENAS) { /* another thread took the last record meanwhile */
     ftm_atomic_fetch_sub_relaxed(&ftm__arena_count, 1);
+    ftm__os_unmap(base, FTM_ARENA_SIZE);
     return false;
   }
-  char *base = ftm__os_map_aligned(FTM_ARENA_SIZE, FTM_ARENA_SIZE);
-  if (base == NULL) return false; /* the record stays empty; scanners skip it */
   ftm__arena *a = &ftm__arenas[ai];
   ftm_atomic_store_relaxed(&a->xfree, FTM_ARENA_DATA_MASK);
   /* release: the bitmap above is visible to whoever sees the base */
@@ -205,12 +210,15 @@ bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span) {
   ftm_atomic_fetch_and_relaxed(&a->xdirty, ~m);
   ftm_atomic_fetch_and_relaxed(&a->xdirty_old, ~m);
   size_t old = (size_t)pool->span * FTM_SLICE_SIZE;
+  /* does not fail in practice: an arena lies inside one page-map leaf,
+   * which exists since the pool's first slice is mapped (setting fails
+   * only when it has to create a leaf, out of memory).  If it did, the
+   * slices go back and the caller copies (or fails with ENOMEM) */
+  if (!ftm__pagemap_set(pool->start + old, (size_t)span * FTM_SLICE_SIZE - old, pool)) {
+    ftm__arena_slices_free(a, m);
+    return false;
+  }
   pool->span = (uint8_t)span;
-  /* cannot fail: an arena lies inside one page-map leaf, which exists
-   * since the pool's first slice is mapped (setting fails only when it
-   * has to create a leaf) */
-  if (!ftm__pagemap_set(pool->start + old, (size_t)span * FTM_SLICE_SIZE - old, pool))
-    ftm__fatal("ftmem: page map could not grow for realloc\n");
   return true;
 }
 

@@ -51,15 +51,18 @@ static uint32_t ftm__deferred_slot_alloc(void) {
   return idx;
 }
 
-void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx) {
+/* Make room for slot idx in ts's counts; false if there is no memory
+ * (the caller then counts on ob_ref_shared: refcount.c, ftm__dcount). */
+bool ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx) {
   uint32_t cap = ts->dcap ? ts->dcap : 64;
   while (cap <= idx) cap *= 2;
   if (cap > FTM_DEFERRED_SLOTS) cap = FTM_DEFERRED_SLOTS;
   int64_t *n = ftm_realloc(ts->dcounts, cap * sizeof *n);
-  if (n == NULL) ftm__fatal("ftmem: out of memory growing deferred counts\n");
+  if (n == NULL) return false; /* the old array is intact */
   memset(n + ts->dcap, 0, (cap - ts->dcap) * sizeof *n);
   ts->dcounts = n;
   ts->dcap = cap;
+  return true;
 }
 
 /* Add this thread's counts to their objects. */
@@ -86,7 +89,7 @@ int ftm_set_deferred(ftm_object *o) {
     errno = EBUSY; /* a clear is still waiting for other threads' counts */
     return -1;
   }
-  (void)ftm__tstate_get();
+  if (ftm__tstate_try_get() == NULL) return -1; /* ENOMEM: cannot register the thread */
   uint32_t idx = ftm__deferred_slot_alloc();
   if (idx == 0) {
     errno = ENOSPC;

@@ -101,13 +101,18 @@ static ftm__heap *ftm__heap_acquire(void) {
   if (idx != 0) {
     heap = ftm_atomic_load_acquire(&ftm__heaps[idx - 1]);
   } else {
+    /* the memory first, then the slot: a failed mmap (out of memory) must
+     * not use up a slot, which is never given back */
+    size_t sz = (sizeof(ftm__heap) + ftm__os_page - 1) & ~(ftm__os_page - 1);
+    if (ftm_atomic_load_relaxed(&ftm__heap_count) >= FTM_MAX_HEAPS) return NULL;
+    heap = ftm__os_map(sz);
+    if (heap == NULL) return NULL;
     idx = ftm_atomic_fetch_add_relaxed(&ftm__heap_count, 1);
     if (idx >= FTM_MAX_HEAPS) {
       ftm_atomic_fetch_sub_relaxed(&ftm__heap_count, 1);
+      ftm__os_unmap(heap, sz);
       return NULL;
     }
-    heap = ftm__os_map((sizeof(ftm__heap) + ftm__os_page - 1) & ~(ftm__os_page - 1));
-    if (heap == NULL) return NULL; /* the slot stays NULL; stats skip it */
     heap->index = idx + 1;
     ck_stack_init(&heap->notify);
     /* release: pairs with the acquire loads of readers of ftm__heaps[] */

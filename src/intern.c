@@ -5,8 +5,11 @@
  * (inside a read section, because a growing table frees its old slot array
  * through ftm_free_deferred), inserts take the shard's lock (lockfree/spinlock.h).  16 shards by
  * the top bits of the hash keep writers of different values apart.
- * Canonical objects are made immortal before they are entered, so a
- * reader that finds one may use it without a reference count race.
+ * Canonical objects are entered, then made immortal (under the shard
+ * lock), and lock-free lookups pass over an entry whose object is not
+ * immortal yet: a reader that finds one may use it without a reference
+ * count race.  Entering first is what lets a failed insert (no memory for
+ * the table to grow) release the value: immortality cannot be undone.
  */
 #include <ck_hs.h>
 #include <pthread.h>
@@ -99,6 +102,9 @@ static ftm_object *ftm__intern_find(ftm_intern_table *t, unsigned s, const ftm__
   ftm_read_begin();
   const ftm__intern_entry *e = ck_hs_get(&t->shard[s].hs, (unsigned long)probe->hash, probe);
   ftm_object *r = e ? e->obj : NULL;
+  /* entered but not made immortal yet (its ftm_intern holds the shard
+   * lock): not there yet — or never, if that fails */
+  if (r != NULL && !ftm_is_immortal(r)) r = NULL;
   ftm_read_end();
   return r;
 }
@@ -125,28 +131,31 @@ ftm_object *ftm_intern(ftm_intern_table *t, ftm_object *obj) {
     return c;
   }
   ftm__intern_entry *ne = ftm_malloc(sizeof *ne);
-  if (ne == NULL) goto nomem;
-  *ne = probe;
-  if (ftm_make_immortal(obj) != 0) { /* owned by another live thread */
+  /* ck_hs publishes the entry with a store-release fence (SPMC mode) */
+  if (ne == NULL || (*ne = probe, !ck_hs_put(&t->shard[s].hs, (unsigned long)probe.hash, ne))) {
+    /* out of memory (the table could not grow): nobody saw obj here */
     ftm_spinlock_unlock(&t->shard[s].lock);
     ftm_free(ne);
+    ftm_decref(obj);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (ftm_make_immortal(obj) != 0) { /* EPERM: owned by another live thread */
+    ck_hs_remove(&t->shard[s].hs, (unsigned long)probe.hash, &probe);
+    ftm_spinlock_unlock(&t->shard[s].lock);
+    /* lock-free lookups may be comparing against the entry and obj right
+     * now (they pass over obj, which is not immortal): both outlive their
+     * read sections — the entry through the epoch, obj because SHARED
+     * sends its memory there too should our reference be its last */
+    ftm_free_deferred(ne);
+    ftm__mark_shared(obj);
     ftm_decref(obj);
     errno = EPERM;
     return NULL;
   }
-  /* ck_hs publishes the entry with a store-release fence (SPMC mode) */
-  if (!ck_hs_put(&t->shard[s].hs, (unsigned long)probe.hash, ne)) {
-    ftm_free(ne);
-    goto nomem;
-  }
   ftm_atomic_fetch_add_relaxed(&t->count, 1);
   ftm_spinlock_unlock(&t->shard[s].lock);
   return obj;
-nomem:
-  ftm_spinlock_unlock(&t->shard[s].lock);
-  if (!ftm_is_immortal(obj)) ftm_decref(obj);
-  errno = ENOMEM;
-  return NULL;
 }
 
 size_t ftm_intern_count(ftm_intern_table *t) { return ftm_atomic_load_relaxed(&t->count); }

@@ -51,11 +51,20 @@ static ftm__pool *ftm__large_remap(ftm__pool *d, size_t len, size_t base_align) 
   }
   void *dst = ftm__os_map_aligned(len, base_align);
   if (dst == NULL) return NULL;
+  /* name the new range before the move, while failing is still harmless:
+   * the page map may need a new leaf for it (out of memory: NULL, d
+   * unchanged).  Nobody holds a pointer into dst yet, and the descriptor
+   * is there once mremap returns */
+  if (!ftm__pagemap_set(dst, len, (ftm__pool *)dst)) {
+    ftm__os_unmap(dst, len);
+    return NULL;
+  }
   /* clear our entries first: once mremap returns, another thread may map
    * the old range and set entries there that we must not wipe */
   ftm__pagemap_set(d, old_len, NULL);
   void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
   if (r == MAP_FAILED) {
+    ftm__pagemap_set(dst, len, NULL);
     ftm__pagemap_set(d, old_len, d); /* cannot fail: the leaves exist */
     ftm__os_unmap(dst, len);
     return NULL;
@@ -63,7 +72,6 @@ static ftm__pool *ftm__large_remap(ftm__pool *d, size_t len, size_t base_align) 
   ftm_atomic_fetch_sub_relaxed(&ftm__os_mapped, old_len); /* the old range is gone */
   d = r;
   d->map_size = len;
-  if (!ftm__pagemap_set(d, len, d)) ftm__fatal("ftmem: page map could not grow for a large block\n");
   return d;
 }
 
@@ -179,8 +187,7 @@ void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
     d->map_size = len;
     d->kind = FTM_POOL_LARGE;
     d->cls = FTM_LARGE_CLASS;
-    if (!ftm__pagemap_set(d, len, d)) {
-      ftm__pagemap_set(d, len, NULL);
+    if (!ftm__pagemap_set(d, len, d)) { /* a new leaf, out of memory (cleared again) */
       ftm__os_unmap(d, len);
       errno = ENOMEM;
       return NULL;

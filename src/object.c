@@ -14,7 +14,9 @@
  * Deep structures: a death that happens while FTM_TRASH_DEPTH deaths are
  * already on the stack is postponed to a per-thread list and done when the
  * outermost finishes (CPython's trashcan), so freeing a million-long chain
- * does not overflow the stack.
+ * does not overflow the stack.  The list's first entries live in the
+ * tstate, so a chain needs no memory to be freed; past them, out of
+ * memory, a death runs at once instead (deeper on the stack).
  */
 #include <string.h>
 
@@ -132,7 +134,8 @@ static inline void ftm__zero_body(ftm_object *o, size_t size) {
 
 static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
   if (ftm_unlikely(ftm_atomic_load_acquire(&t->ftm_ready) != 1) && ftm_type_ready(t) != 0) return NULL;
-  ftm__tstate *ts = ftm__tstate_get();
+  ftm__tstate *ts = ftm__tstate_try_get();
+  if (ftm_unlikely(ts == NULL)) return NULL; /* ENOMEM: the thread cannot be registered */
 #if FTM_CHECK_OBJECTS
   if (ftm_unlikely(ftm_atomic_load_relaxed(&ts->xstate) != FTM_TS_ATTACHED))
     ftm__fatal("ftmem: ftm_new (type %s) from a detached thread: call ftm_thread_attach first\n", t->name);
@@ -304,6 +307,14 @@ static void ftm__dealloc_now(ftm__tstate *ts, ftm_object *o) {
   if (ts != NULL) ts->dealloc_depth--;
 }
 
+/* Postponed death i: the first FTM_TRASH_FIRST are kept in the tstate,
+ * so postponing needs no memory until that many wait at once — a chain,
+ * which the outermost death drains one postponed link at a time, never
+ * needs more than one; the rest in an array that grows. */
+static inline ftm_object **ftm__trash_at(ftm__tstate *ts, size_t i) {
+  return i < FTM_TRASH_FIRST ? &ts->trash_first[i] : &ts->trash[i - FTM_TRASH_FIRST];
+}
+
 void ftm__dealloc(ftm_object *o) {
   ftm__tstate *ts = ftm__tstate_get();
   const ftm_type *t = o->ob_type;
@@ -335,22 +346,27 @@ void ftm__dealloc(ftm_object *o) {
     return;
   }
   if (ts->dealloc_depth >= FTM_TRASH_DEPTH) {
-    if (ts->ntrash == ts->trash_cap) {
+    if (ts->ntrash == FTM_TRASH_FIRST + ts->trash_cap) {
       size_t cap = ts->trash_cap ? ts->trash_cap * 2 : 256;
       ftm_object **n = ftm_realloc(ts->trash, cap * sizeof *n);
-      if (n == NULL) ftm__fatal("ftmem: out of memory postponing a deallocation\n");
-      ts->trash = n;
-      ts->trash_cap = cap;
+      if (n != NULL) {
+        ts->trash = n;
+        ts->trash_cap = cap;
+      }
     }
-    ts->trash[ts->ntrash++] = o;
-    return;
+    if (ftm_likely(ts->ntrash < FTM_TRASH_FIRST + ts->trash_cap)) {
+      *ftm__trash_at(ts, ts->ntrash++) = o;
+      return;
+    }
+    /* no memory to postpone it: it dies now, one level deeper — the stack
+     * grows with the structure from here, as it would without a trashcan */
   }
   ftm__dealloc_now(ts, o);
   if (ts->dealloc_depth == 0 && ts->ntrash != 0) ftm__trash_drain(ts);
 }
 
 void ftm__trash_drain(ftm__tstate *ts) {
-  while (ts->ntrash != 0) ftm__dealloc_now(ts, ts->trash[--ts->ntrash]);
+  while (ts->ntrash != 0) ftm__dealloc_now(ts, *ftm__trash_at(ts, --ts->ntrash));
 }
 
 void ftm_object_stats_get(ftm_object_stats_t *out) {

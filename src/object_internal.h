@@ -29,7 +29,9 @@
 #define FTM_FREELIST_DEFAULT 80
 #define FTM_BAG_N 126
 #define FTM_BRC_BACKLOG 1024 /* queue length at which a detached owner is merged for */
+#define FTM_BRC_SPARE 1024   /* queue entries without a node, for when none can be allocated */
 #define FTM_TRASH_DEPTH 64   /* nested deallocations before they are queued */
+#define FTM_TRASH_FIRST 32   /* queued deallocations the tstate holds itself */
 #define FTM_QUARANTINE 1024  /* debug/secure: freed objects kept readable */
 
 #if defined(FTMEM_DEBUG) || defined(FTMEM_SECURE)
@@ -106,6 +108,7 @@ typedef struct ftm__tstate_s {
   _Atomic uint32_t xqueued;  /* objects on `queue` (approximate) */
   _Atomic uint64_t xflush_ack; /* last flush request this thread answered */
   ck_stack_t queue;          /* ftm__brc_node, pushed by any thread */
+  _Atomic(struct ftm__tstate_s *) xholder; /* while HELD: the holder's tstate */
   _Atomic uint32_t xstack_next; /* link on the free-slot stack */
   uint32_t slot;
   uint16_t gen;
@@ -118,8 +121,9 @@ typedef struct ftm__tstate_s {
   uint32_t dcap;
   bool dany;                 /* some dcounts entry may be non-zero */
   uint32_t dealloc_depth;
-  ftm_object **trash;        /* deallocations postponed (trashcan) */
-  size_t ntrash, trash_cap;
+  ftm_object **trash;        /* deallocations postponed (trashcan), past trash_first */
+  size_t ntrash, trash_cap;  /* ntrash counts trash_first's too; trash_cap is trash's */
+  ftm_object *trash_first[FTM_TRASH_FIRST]; /* the first ones: need no memory */
 #if FTM_CHECK_OBJECTS
   ftm_object **quarantine;
   uint32_t qpos;
@@ -137,6 +141,12 @@ typedef struct ftm__tstate_s {
   /* statistics: written by the owner only */
   ftm_counter_t created, freed, freelist_hits, queued, merged, merged_for_others,
       deferred_frees, deferred_queued;
+  /* -- read by other threads; keep last: the pages of xspare are touched
+   * only out of memory, so they cost address space, not memory -- */
+  _Atomic uint32_t xnspare;  /* objects in xspare (approximate) */
+  /* more queue entries, for a queuer that cannot allocate a node (out of
+   * memory): filled by CAS from NULL, emptied by the merges of `queue` */
+  _Atomic(ftm_object *) xspare[FTM_BRC_SPARE];
 } ftm__tstate;
 
 ftm_internal extern __thread ftm__tstate *ftm__ts __attribute__((tls_model("initial-exec")));
@@ -147,10 +157,19 @@ ftm_internal extern _Atomic uint64_t ftm__flush_seq;
 ftm_internal extern _Atomic(ftm_object *) ftm__deferred_objs[65536];
 
 /* ---- thread states (tstate.c) ---- */
+/* The calling thread's tstate, registered on first use.  _get is for
+ * callers that have no error to return: out of memory it takes a reserved
+ * page, and aborts only if that is in use too.  _try_get returns NULL +
+ * ENOMEM instead (and leaves the reserve to the others). */
 ftm_internal ftm__tstate *ftm__tstate_register(void);
+ftm_internal ftm__tstate *ftm__tstate_try_register(void);
 static inline ftm__tstate *ftm__tstate_get(void) {
   ftm__tstate *ts = ftm__ts;
   return ftm_likely(ts != NULL) ? ts : ftm__tstate_register();
+}
+static inline ftm__tstate *ftm__tstate_try_get(void) {
+  ftm__tstate *ts = ftm__ts;
+  return ftm_likely(ts != NULL) ? ts : ftm__tstate_try_register();
 }
 ftm_internal void ftm__tstate_thread_done(void *ts);
 ftm_internal void ftm__safepoint_slow(ftm__tstate *ts);
@@ -181,7 +200,7 @@ ftm_internal int ftm__set_local_sentinel(ftm_object *o, uint32_t sentinel, ssize
  * flushed (each backed by a real reference) can never take the shared
  * count to zero while a clear is pending. */
 #define FTM_DEFERRED_PIN ((ssize_t)1 << 26)
-ftm_internal void ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);
+ftm_internal bool ftm__dcounts_grow(ftm__tstate *ts, uint16_t idx);
 
 /* ---- objects (object.c) ---- */
 ftm_internal void ftm__dealloc(ftm_object *o);

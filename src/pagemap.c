@@ -33,7 +33,9 @@ static ftm__pm_entry *ftm__pagemap_leaf(size_t top) {
 
 /* Point every slice of [start, start+size) at pool (or clear with NULL).
  * start and size are multiples of the slice size.  False if a leaf could
- * not be mapped (only possible when setting). */
+ * not be mapped (out of memory; only possible when setting): the slices
+ * set before the failure are cleared again, so a caller that gives up
+ * leaves no entry naming its pool. */
 bool ftm__pagemap_set(void *start, size_t size, ftm__pool *pool) {
   uintptr_t a = (uintptr_t)start, end = a + size;
   ftm_assert((a & (FTM_SLICE_SIZE - 1)) == 0 && (size & (FTM_SLICE_SIZE - 1)) == 0);
@@ -41,7 +43,10 @@ bool ftm__pagemap_set(void *start, size_t size, ftm__pool *pool) {
   for (; a < end; a += FTM_SLICE_SIZE) {
     size_t top = a >> (FTM_SLICE_SHIFT + FTM_PM_LEAF_BITS);
     ftm__pm_entry *leaf = pool ? ftm__pagemap_leaf(top) : ftm_atomic_load_acquire(&ftm__pagemap_top[top]);
-    if (leaf == NULL) return false;
+    if (leaf == NULL) {
+      if (a != (uintptr_t)start) ftm__pagemap_set(start, a - (uintptr_t)start, NULL);
+      return false;
+    }
     if (leaf == ftm__pm_empty_leaf) continue; /* clearing a never-set range */
     ftm_atomic_store_relaxed(&leaf[(a >> FTM_SLICE_SHIFT) & (FTM_PM_LEAF_ENTRIES - 1)], pool);
   }

@@ -49,30 +49,67 @@ static _Atomic uint32_t *ftm__ts_link(uint32_t index, void *ctx) {
   return &ftm_atomic_load_acquire(&ftm__tstates[index - 1])->xstack_next;
 }
 
-static ftm__tstate *ftm__tstate_acquire(void) {
+/* One tstate's page mapped ahead, for a registration that must not fail
+ * when no page can be mapped: a thread whose first use of objects is a
+ * read section, a decrement or a death has no error to return.  Filled
+ * again by the next registration that can map pages. */
+static ftm__tstate *_Atomic ftm__ts_reserve;
+
+static size_t ftm__ts_size(void) { return (sizeof(ftm__tstate) + ftm__os_page - 1) & ~(ftm__os_page - 1); }
+
+static void ftm__ts_reserve_fill(void) {
+  if (ftm_atomic_load_relaxed(&ftm__ts_reserve) != NULL) return;
+  ftm__tstate *ts = ftm__os_map(ftm__ts_size()); /* untouched: costs address space only */
+  if (ts == NULL) return;
+  ftm__tstate *empty = NULL;
+  /* acq_rel: publishes the (zeroed) page to the thread that takes it */
+  if (!ftm_atomic_cas_strong_acq_rel(&ftm__ts_reserve, &empty, ts)) ftm__os_unmap(ts, ftm__ts_size());
+}
+
+/* A free tstate, or a new one (NULL if there is no page for it, or no
+ * slot).  The page is mapped before the slot is taken, so that a failure
+ * (out of memory) does not use up a slot: they are never given back. */
+static ftm__tstate *ftm__tstate_acquire(bool use_reserve) {
   uint32_t idx = ftm_tstack_pop_mpmc(&ftm__free_tstates, ftm__ts_link, NULL);
   if (idx != 0) return ftm_atomic_load_acquire(&ftm__tstates[idx - 1]);
+  if (ftm_atomic_load_relaxed(&ftm__tstate_count) >= FTM_MAX_TSTATES) return NULL;
+  ftm__tstate *ts = ftm__os_map(ftm__ts_size()); /* zeroed, page (so cache-line) aligned */
+  bool mapped = ts != NULL;
+  /* acq_rel: pairs with the fill's CAS */
+  if (ts == NULL && use_reserve) ts = ftm_atomic_exchange_acq_rel(&ftm__ts_reserve, NULL);
+  if (ts == NULL) return NULL;
   idx = ftm_atomic_fetch_add_relaxed(&ftm__tstate_count, 1);
   if (idx >= FTM_MAX_TSTATES) {
     ftm_atomic_fetch_sub_relaxed(&ftm__tstate_count, 1);
+    ftm__os_unmap(ts, ftm__ts_size());
     return NULL;
   }
-  size_t sz = (sizeof(ftm__tstate) + ftm__os_page - 1) & ~(ftm__os_page - 1);
-  ftm__tstate *ts = ftm__os_map(sz); /* zeroed, page (so cache-line) aligned */
-  if (ts == NULL) return NULL;       /* the slot stays NULL; nobody looks at it */
   ts->slot = idx;
   ck_stack_init(&ts->queue);
   ck_epoch_register(&ftm__epoch, &ts->epoch, NULL);
   /* release: pairs with the acquire loads of ftm__tstates[] readers */
   ftm_atomic_store_release(&ftm__tstates[idx], ts);
+  if (mapped) ftm__ts_reserve_fill(); /* pages can be had: keep one ahead */
   return ts;
 }
 
-ftm__tstate *ftm__tstate_register(void) {
+/* Register the calling thread; NULL + ENOMEM if no tstate can be had. */
+static ftm__tstate *ftm__tstate_register_as(bool use_reserve) {
   ftm__init();
   pthread_once(&ftm__ts_once, ftm__ts_key_init);
-  ftm__tstate *ts = ftm__tstate_acquire();
-  if (ts == NULL) ftm__fatal("ftmem: cannot register a thread (more than %u threads?)\n", FTM_MAX_TSTATES);
+  ftm__tstate *ts = ftm__tstate_acquire(use_reserve);
+  if (ts == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* first, while nothing is published: without the key's destructor the
+   * thread's exit protocol would never run (the key's second-level array
+   * is allocated, for keys past the first 32) */
+  if (pthread_setspecific(ftm__ts_key, ts) != 0) {
+    ftm_tstack_push_mpmc(&ftm__free_tstates, ts->slot + 1, &ts->xstack_next);
+    errno = ENOMEM;
+    return NULL;
+  }
   ts->gen++;
   uint32_t tid = ((uint32_t)ts->gen << 16) | ts->slot;
   ts->flush_seen = ftm_atomic_load_acquire(&ftm__flush_seq);
@@ -87,7 +124,21 @@ ftm__tstate *ftm__tstate_register(void) {
   ts->gc_seen = 0;
   ftm__gc_answer(ts, ftm_atomic_load_seq_cst(&ftm__gc_hs_seq));
   (void)ftm__ts_done;
-  pthread_setspecific(ftm__ts_key, ts);
+  return ts;
+}
+
+ftm__tstate *ftm__tstate_try_register(void) { return ftm__tstate_register_as(false); }
+
+ftm__tstate *ftm__tstate_register(void) {
+  ftm__tstate *ts = ftm__tstate_register_as(true);
+  if (ftm_unlikely(ts == NULL)) {
+    /* a thread's first read section, decrement or death, with no page
+     * for its state and the reserved one taken by another such thread:
+     * these have no error to return, and cannot be done without a state */
+    if (ftm_atomic_load_relaxed(&ftm__tstate_count) >= FTM_MAX_TSTATES)
+      ftm__fatal("ftmem: cannot register a thread (more than %u threads)\n", FTM_MAX_TSTATES);
+    ftm__fatal("ftmem: out of memory registering a thread (its state needs one page)\n");
+  }
   return ts;
 }
 
@@ -119,11 +170,12 @@ void ftm__safepoint_slow(ftm__tstate *ts) {
  * safepoint; returns the request's number.  Nobody waits for the answers:
  * ftm__flush_acked tells how far every thread has answered. */
 uint64_t ftm__flush_request(void) {
-  ftm__tstate *self = ftm__tstate_get();
+  /* a thread that cannot be registered has no counts to flush */
+  ftm__tstate *self = ftm__tstate_try_get();
   /* seq_cst: against attach's seq_cst store of ATTACHED then load of the
    * seq, so a thread that attaches after being seen detached flushes */
   uint64_t seq = ftm_atomic_fetch_add_seq_cst(&ftm__flush_seq, 1) + 1;
-  ftm__safepoint_slow(self);
+  if (self != NULL) ftm__safepoint_slow(self);
   return seq;
 }
 
@@ -143,10 +195,16 @@ uint64_t ftm__flush_acked(void) {
   return min;
 }
 
-void ftm_safepoint(void) { ftm__safepoint(ftm__tstate_get()); }
+/* A thread that cannot be registered (out of memory) holds no per-thread
+ * state: safepoints, detach, attach and flush have nothing to do for it. */
+void ftm_safepoint(void) {
+  ftm__tstate *ts = ftm__tstate_try_get();
+  if (ts != NULL) ftm__safepoint(ts);
+}
 
 void ftm_thread_detach(void) {
-  ftm__tstate *ts = ftm__tstate_get();
+  ftm__tstate *ts = ftm__tstate_try_get();
+  if (ts == NULL) return;
   uint32_t st = ftm_atomic_load_relaxed(&ts->xstate);
   if (st != FTM_TS_ATTACHED) ftm__fatal("ftmem: ftm_thread_detach: thread is already detached\n");
   ftm__merge_queue(ts, false);
@@ -161,7 +219,7 @@ void ftm_thread_detach(void) {
 
 void ftm_thread_attach(void) {
   ftm__tstate *ts = ftm__ts;
-  if (ts == NULL) { (void)ftm__tstate_get(); return; }
+  if (ts == NULL) { (void)ftm__tstate_try_get(); return; }
   for (unsigned spins = 0;; spins++) {
     uint32_t st = FTM_TS_DETACHED;
     /* seq_cst: see the flush handshake; acquire side of a HELD merge */
@@ -185,13 +243,17 @@ void ftm__merge_for(ftm__tstate *ts) {
   if (!atomic_compare_exchange_strong_explicit(&ts->xstate, &st, FTM_TS_HELD, memory_order_acquire,
                                                memory_order_relaxed))
     return;
+  /* relaxed: only compared with its own tstate by the holder (refcount.c) */
+  ftm_atomic_store_relaxed(&ts->xholder, ftm__ts);
   ftm__merge_queue(ts, true);
+  ftm_atomic_store_relaxed(&ts->xholder, NULL);
   /* release: pairs with attach's CAS; it sees the merged headers */
   ftm_atomic_store_release(&ts->xstate, FTM_TS_DETACHED);
 }
 
 void ftm_thread_flush(void) {
-  ftm__tstate *ts = ftm__tstate_get();
+  ftm__tstate *ts = ftm__tstate_try_get();
+  if (ts == NULL) return;
   ftm__tstate_postfork_merge(ts);
   ftm__merge_queue(ts, false);
   ftm__deferred_flush(ts);

@@ -18,7 +18,6 @@
  * runs the callbacks after unlocking.
  */
 #include <ck_hs.h>
-#include <pthread.h>
 
 #include "lockfree/spinlock.h"
 #include "object_internal.h"
@@ -42,10 +41,10 @@ typedef struct ftm__wrlist_s {
 static struct ftm__wr_stripe {
   ftm_spinlock_t lock;
   ck_hs_t hs; /* of ftm__wrlist, keyed by obj */
-  bool ready;
+  bool ready; /* hs is built; under lock */
   char pad[64 - (sizeof(ftm_spinlock_t) + sizeof(ck_hs_t) + sizeof(bool)) % 64];
 } ftm__wr_stripes[FTM_WR_STRIPES];
-static pthread_once_t ftm__wr_once = PTHREAD_ONCE_INIT;
+static _Atomic int ftm__wr_ready; /* every stripe is built */
 
 static unsigned long ftm__ptr_hash(const void *p) {
   uint64_t x = (uintptr_t)p;
@@ -71,22 +70,38 @@ static void ftm__ck_free(void *p, size_t n, bool defer) {
  * lock-free readers may still scan is freed after a grace period. */
 struct ck_malloc ftm__ck_allocator = {.malloc = ftm__ck_malloc, .free = ftm__ck_free};
 
-static void ftm__wr_init(void) {
+/* Build the side table on first use: false (ENOMEM) if a stripe's table
+ * cannot be allocated — then the first ftm_weakref_new fails and a later
+ * one tries again (pthread_once could not).  Each stripe is built once,
+ * under its own lock: racing initialisers build different stripes or
+ * find them ready, and a fork never sees one half built. */
+static ftm_cold bool ftm__wr_init(void) {
   for (unsigned i = 0; i < FTM_WR_STRIPES; i++) {
-    ftm_spinlock_lock(&ftm__wr_stripes[i].lock);
-    bool ok = ck_hs_init(&ftm__wr_stripes[i].hs, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC, ftm__wr_hash, ftm__wr_eq,
-                         &ftm__ck_allocator, 8, 0x9e3779b9u);
-    ftm_spinlock_unlock(&ftm__wr_stripes[i].lock);
-    if (!ok) ftm__fatal("ftmem: out of memory creating the weak reference table\n");
+    struct ftm__wr_stripe *s = &ftm__wr_stripes[i];
+    ftm_spinlock_lock(&s->lock);
+    if (!s->ready)
+      s->ready = ck_hs_init(&s->hs, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC, ftm__wr_hash, ftm__wr_eq,
+                            &ftm__ck_allocator, 8, 0x9e3779b9u);
+    bool ok = s->ready;
+    ftm_spinlock_unlock(&s->lock);
+    if (!ok) {
+      errno = ENOMEM;
+      return false;
+    }
   }
+  /* release: pairs with the acquire in ftm_weakref_new (every stripe's
+   * table, built under locks we took since, is visible with the flag) */
+  ftm_atomic_store_release(&ftm__wr_ready, 1);
+  return true;
 }
 
 /* fork: every stripe locked across it, so none is left held by a thread
  * that does not exist in the child.  The locks work before the tables
  * exist (zero-initialised), so a process that never made a weak reference
  * does not build the table here.  The init takes each stripe's lock while
- * it builds that stripe: a fork never sees one half built (glibc's
- * pthread_once restarts an init a vanished thread had begun). */
+ * it builds that stripe: a fork never sees one half built, and in the
+ * child an init a vanished thread had begun is finished by the next
+ * ftm_weakref_new (the stripes it built are ready). */
 void ftm__weakref_prefork(void) {
   for (unsigned i = 0; i < FTM_WR_STRIPES; i++) ftm_spinlock_lock(&ftm__wr_stripes[i].lock);
 }
@@ -139,7 +154,8 @@ ftm_type ftm_weakref_type = {
 };
 
 ftm_weakref *ftm_weakref_new(ftm_object *obj, ftm_weakref_callback callback, void *arg) {
-  pthread_once(&ftm__wr_once, ftm__wr_init);
+  /* acquire: pairs with the release in ftm__wr_init */
+  if (ftm_unlikely(!ftm_atomic_load_acquire(&ftm__wr_ready)) && !ftm__wr_init()) return NULL; /* ENOMEM */
   struct ftm_weakref *wr = (struct ftm_weakref *)ftm_new(&ftm_weakref_type);
   if (wr == NULL) return NULL;
   wr->callback = callback;

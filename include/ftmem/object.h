@@ -237,7 +237,7 @@ static inline bool ftm_is_immortal(const ftm_object *o) {
  * Call it once per ftm_set_deferred; ftm_refcount does not count the pin.
  * Returns 0; -1 with errno = EBUSY (set while an earlier clear is pending),
  * ENOSPC
- * when all 65535 deferred slots are in use, EPERM as for
+ * when all 65535 deferred slots are in use, ENOMEM, EPERM as for
  * ftm_make_immortal, EINVAL (clear of an object that is not deferred). */
 FTM_API int ftm_set_deferred(ftm_object *o);
 FTM_API int ftm_clear_deferred(ftm_object *o);
