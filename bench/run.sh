@@ -361,3 +361,17 @@ if [[ -z $only ]]; then
     log "object benchmarks failed (see $raw/objects.log)"
   fi
 fi
+
+# ---- Cycle collector (bench/run_gc.sh -> gc.{json,txt}) -------------------------
+# Likewise after a full run: ftmem's collector beside CPython's gc and the
+# Boehm GC (pauses, collection throughput, binary-trees, GCBench).
+if [[ -z $only ]]; then
+  gc_args=(--build-dir "$build_dir" --out "$out_dir" --reps "$reps")
+  [[ $quick == 1 ]] && gc_args+=(--quick)
+  [[ $do_install == 0 ]] && gc_args+=(--no-install)
+  if "$here/run_gc.sh" "${gc_args[@]}" >"$raw/gc.log" 2>&1; then
+    log "collector benchmarks: $out_dir/gc.txt"
+  else
+    log "collector benchmarks failed (see $raw/gc.log)"
+  fi
+fi
