@@ -35,7 +35,18 @@
  * intervals, from GC_set_on_collection_event), and the minimum mutator
  * utilisation over 1, 10 and 100 ms windows (operations slower than 20 us
  * count as stalled time), and the longest operation of each kind (a new
- * object is where an ftmem thread meets its safepoints).
+ * object is where an ftmem thread meets its safepoints).  Each stall over
+ * 20 us is also classified with getrusage(RUSAGE_THREAD): if the thread's
+ * involuntary context switches rose and its voluntary ones did not, the OS
+ * preempted it and it never blocked (another process wanted the core: on a
+ * shared 2-core machine that is most long stalls of the baseline too);
+ * np_* are all other stalls — time the mutator lost while it had its core
+ * (spinning, page faults) or blocked (a voluntary switch: a futex wait for
+ * the collector, Boehm's signal handler waiting for the world to restart).
+ * Those over 200 us are placed against the collections (timed by a gc
+ * callback / Boehm's collection events): at a collection's start, at its
+ * end, during it, or between two (np_stalls_* and np_max_*_ns of the
+ * -collector line).
  *
  * Two threads (mutator + collector) on a 2-core machine: other load on the
  * machine shows up as stalls in both phases — compare gc with baseline.
@@ -58,6 +69,53 @@
 #define P_STORE 95 /* 70..94: store; 95..99: new */
 
 static atomic_bool g_stop;
+
+/* Collection intervals (CLOCK_MONOTONIC ns), written only by the thread
+ * running a collection (ftmem: a gc callback; Boehm: its collection
+ * events), one collection at a time; read after the phase.  The mutator's
+ * long stalls are placed against them: at a collection's start (its first
+ * 2 ms), at its end (the last 2 ms and 1 ms after), during it, or between
+ * collections. */
+#define MAX_COLL 65536
+static uint64_t g_coll_start[MAX_COLL], g_coll_end[MAX_COLL];
+static _Atomic size_t g_ncoll;
+static bool g_record_colls;
+
+static void coll_begin(uint64_t t)
+{
+    size_t i = atomic_load_explicit(&g_ncoll, memory_order_relaxed);
+    if (g_record_colls && i < MAX_COLL) {
+        g_coll_start[i] = t;
+        g_coll_end[i] = 0;
+    }
+}
+
+static void coll_end(uint64_t t)
+{
+    size_t i = atomic_load_explicit(&g_ncoll, memory_order_relaxed);
+    if (g_record_colls && i < MAX_COLL) {
+        g_coll_end[i] = t;
+        atomic_store_explicit(&g_ncoll, i + 1, memory_order_release);
+    }
+}
+
+/* the mutator's long stalls not explained by preemption (np), for placing */
+#define MAX_EV 65536
+#define EV_NS 200000u
+static uint64_t g_ev_t[MAX_EV], g_ev_d[MAX_EV];
+static size_t g_nev;
+
+#if defined(GCB_FTM)
+static void ftm_coll_cb(const char *phase, const ftm_gc_info *info, void *arg)
+{
+    (void)info;
+    (void)arg;
+    if (phase[1] == 't' && phase[2] == 'a') /* "start" */
+        coll_begin(gcb_now_ns());
+    else
+        coll_end(gcb_now_ns());
+}
+#endif
 static double g_gap_s; /* --gap-ms: the loop thread's pause between collections */
 
 /* ---- The collector thread (--collector loop) ------------------------------------ */
@@ -146,8 +204,10 @@ static void boehm_event(GC_EventType e)
         break;
     case GC_EVENT_START:
         b_cycle_t0 = t;
+        coll_begin(t);
         break;
     case GC_EVENT_END:
+        coll_end(t);
         if (b_cycle_t0 && t - b_cycle_t0 > b_cycle_max)
             b_cycle_max = t - b_cycle_t0;
         break;
@@ -156,6 +216,47 @@ static void boehm_event(GC_EventType e)
     }
 }
 #endif
+
+/* Place the np stalls over 200 us against the collections: the longest
+ * and the count in each class, as extras of the result line. */
+static void place_stalls(bench_result_t *res)
+{
+    static const char *cls[4] = {"start", "end", "during", "between"};
+    uint64_t mx[4] = {0}, cnt[4] = {0};
+    size_t nc = atomic_load_explicit(&g_ncoll, memory_order_acquire);
+    for (size_t e = 0; e < g_nev; e++) {
+        uint64_t a = g_ev_t[e], b = a + g_ev_d[e];
+        int c = 3;
+        for (size_t k = 0; k < nc && c != 0; k++) {
+            uint64_t s0 = g_coll_start[k], s1 = g_coll_end[k];
+            if (b >= s0 && a <= s0 + 2000000)
+                c = 0;
+            else if (c > 1 && b + 2000000 >= s1 && a <= s1 + 1000000)
+                c = 1;
+            else if (c > 2 && a < s1 && b > s0)
+                c = 2;
+        }
+        cnt[c]++;
+        if (g_ev_d[e] > mx[c])
+            mx[c] = g_ev_d[e];
+    }
+    static char keys[8][40];
+    for (int c = 0; c < 4; c++) {
+        snprintf(keys[2 * c], sizeof keys[0], "np_stalls_%s", cls[c]);
+        snprintf(keys[2 * c + 1], sizeof keys[0], "np_max_%s_ns", cls[c]);
+        bench_result_add(res, keys[2 * c], (double)cnt[c]);
+        bench_result_add(res, keys[2 * c + 1], (double)mx[c]);
+    }
+    bench_result_add(res, "collections_timed", (double)nc);
+    /* GCB_PRINT_STALLS=1: list them on stderr (CLOCK_MONOTONIC ns, to be
+     * matched with `perf record -k CLOCK_MONOTONIC` samples) */
+    if (getenv("GCB_PRINT_STALLS")) {
+        for (size_t e = 0; e < g_nev; e++)
+            fprintf(stderr, "np-stall start_ns %" PRIu64 " dur_ns %" PRIu64 "\n", g_ev_t[e], g_ev_d[e]);
+        for (size_t k = 0; k < nc; k++)
+            fprintf(stderr, "collection start_ns %" PRIu64 " end_ns %" PRIu64 "\n", g_coll_start[k], g_coll_end[k]);
+    }
+}
 
 /* ---- The graph and the mutator ------------------------------------------------------ */
 
@@ -304,6 +405,12 @@ typedef struct mut_result_s {
     uint64_t n_load, n_store, n_new;
     uint64_t max_kind[3];    /* longest op of each kind: load, store, new */
     uint64_t over1ms_kind[3];
+    /* stalls (> 20 us) other than those in which the OS preempted the
+     * mutator (its involuntary context switches rose) while it never
+     * blocked: what remains when other processes' share of the 2 cores is
+     * taken out */
+    uint64_t np_max, np_over_100us, np_over_1ms;
+    uint64_t preempted_stalls, blocked_stalls; /* stalls with an involuntary / voluntary switch */
     double mmu_1ms, mmu_10ms, mmu_100ms;
 } mut_result_t;
 
@@ -316,6 +423,9 @@ static mut_result_t mutate(graph_t g, size_t n, double seconds, bench_rng_t *rng
     stallmap_t sm;
     sm.nbins = (size_t)(seconds * 1e9 / BIN_NS) + 1;
     sm.bin = bench_map(sm.nbins * sizeof *sm.bin);
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    long inv0 = ru.ru_nivcsw, vol0 = ru.ru_nvcsw;
     while (t_prev < t_end) {
         uint64_t r = bench_rng_next(rng);
         size_t i = (size_t)((r >> 8) % n);
@@ -342,6 +452,36 @@ static mut_result_t mutate(graph_t g, size_t n, double seconds, bench_rng_t *rng
             if (t - t_prev > m.max_kind[k3])
                 m.max_kind[k3] = t - t_prev;
             m.over1ms_kind[k3] += t - t_prev > 1000000;
+            /* preempted?  (a syscall: only after a stall, and then the
+             * clock restarts after it, so the next op does not pay it) */
+            getrusage(RUSAGE_THREAD, &ru);
+            uint64_t d = t - t_prev;
+            /* preempted and never blocked: other processes' time slice.
+             * A stall in which the thread blocked (a voluntary switch: a
+             * futex wait, Boehm's sigsuspend while the world is stopped)
+             * counts as the mutator's own, preempted or not */
+            if (ru.ru_nivcsw != inv0 && ru.ru_nvcsw == vol0) {
+                m.preempted_stalls++;
+            } else {
+                if (d > m.np_max)
+                    m.np_max = d;
+                m.np_over_100us += d > 100000;
+                m.np_over_1ms += d > 1000000;
+                if (d > EV_NS && g_nev < MAX_EV) {
+                    g_ev_t[g_nev] = t_prev;
+                    g_ev_d[g_nev++] = d;
+                }
+            }
+            m.blocked_stalls += ru.ru_nvcsw != vol0;
+            inv0 = ru.ru_nivcsw;
+            vol0 = ru.ru_nvcsw;
+            t = gcb_now_ns();
+        } else if (bench_unlikely((m.ops & 4095) == 0)) {
+            /* forget switches that made no stall of their own */
+            getrusage(RUSAGE_THREAD, &ru);
+            inv0 = ru.ru_nivcsw;
+            vol0 = ru.ru_nvcsw;
+            t = gcb_now_ns();
         }
         t_prev = t;
         m.ops++;
@@ -378,6 +518,11 @@ static void report_phase(const char *phase, size_t n, const mut_result_t *m,
     bench_result_add(&res, "max_store_ns", (double)m->max_kind[1]);
     bench_result_add(&res, "max_new_ns", (double)m->max_kind[2]);
     bench_result_add(&res, "over_1ms_new", (double)m->over1ms_kind[2]);
+    bench_result_add(&res, "np_max_ns", (double)m->np_max);
+    bench_result_add(&res, "np_over_100us", (double)m->np_over_100us);
+    bench_result_add(&res, "np_over_1ms", (double)m->np_over_1ms);
+    bench_result_add(&res, "preempted_stalls", (double)m->preempted_stalls);
+    bench_result_add(&res, "blocked_stalls", (double)m->blocked_stalls);
     bench_result_add(&res, "ops_new", (double)m->n_new);
     bench_result_add(&res, "rss_kib", (double)(bench_rss_bytes() / 1024));
     bench_result_print(&res);
@@ -486,6 +631,12 @@ int main(int argc, char **argv)
     b_stw_max = b_stw_total = b_stw_count = b_cycle_max = 0;
     GC_enable();
 #endif
+#if defined(GCB_FTM)
+    ftm_gc_callback_add(ftm_coll_cb, NULL);
+#endif
+    g_nev = 0;
+    atomic_store(&g_ncoll, 0);
+    g_record_colls = true;
     atomic_store(&g_stop, false);
     double pc0 = gcb_process_cpu();
     if (strcmp(collector, "loop") == 0) {
@@ -531,10 +682,16 @@ int main(int argc, char **argv)
         bench_result_add(&res, "max_store_ns", (double)m.max_kind[1]);
         bench_result_add(&res, "max_new_ns", (double)m.max_kind[2]);
         bench_result_add(&res, "over_1ms_new", (double)m.over1ms_kind[2]);
+        bench_result_add(&res, "np_max_ns", (double)m.np_max);
+        bench_result_add(&res, "np_over_100us", (double)m.np_over_100us);
+        bench_result_add(&res, "np_over_1ms", (double)m.np_over_1ms);
+        bench_result_add(&res, "preempted_stalls", (double)m.preempted_stalls);
+        bench_result_add(&res, "blocked_stalls", (double)m.blocked_stalls);
         bench_result_add(&res, "process_cpu_util", m.seconds > 0 ? pcpu / m.seconds : 0);
         bench_result_add(&res, "ops_new", (double)m.n_new);
         bench_result_add(&res, "rss_kib", (double)(bench_rss_bytes() / 1024));
         bench_result_print(&res);
+        g_record_colls = false;
         /* what the collector did: a line of its own (common.h keeps 40 extras a line) */
         static char wl2[80];
         snprintf(wl2, sizeof wl2, "gc-pause-%s-collector", collector);
@@ -542,6 +699,7 @@ int main(int argc, char **argv)
         res.ops = c.collections;
         res.seconds = m.seconds;
         bench_result_add(&res, "n", (double)n);
+        place_stalls(&res);
         bench_result_add(&res, "loop_gap_ms", strcmp(collector, "loop") == 0 ? g_gap_s * 1e3 : 0);
         bench_result_add(&res, "loop_collections", (double)c.collections);
         bench_result_add(&res, "loop_eagain", (double)c.eagain);

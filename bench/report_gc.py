@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import machine_info, read_kv, read_tsv, run_status, tail  # noqa: E402
 
 TARGETS = {
-    "pause_max_1m": ("stall max with collections running, 1M live (ftmem, loop)", "<=", 1.0, "ms"),
-    "pause_max_10m": ("stall max with collections running, 10M live (ftmem, loop)", "<=", 1.0, "ms"),
+    "pause_max_1m": ("mutator stall max, collections running, 1M live (ftmem)", "<=", 1.0, "ms"),
+    "pause_max_10m": ("mutator stall max, collections running, 10M live (ftmem)", "<=", 1.0, "ms"),
     "full_vs_cpython": ("full collection: CPython ns/object / ftmem ns/object", ">=", 3.0, "x"),
     "young_growth": ("young collection time, old heap 1M / 100k (refs anywhere)", "<=", 1.2, "x"),
     "young_growth_fixed": ("same, young nodes pointing at 1000 fixed old ones", "<=", 1.2, "x"),
@@ -164,15 +164,18 @@ def summarize(doc):
                 row[side] = {f: field(idx, key, f, ms if f.endswith("_ns") else None)
                              for f in ("p50_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns", "over_1ms",
                                        "over_100us", "mmu_1ms", "mmu_10ms", "mmu_100ms", "ops_per_s",
-                                       "mutator_cpu_util", "samples")}
+                                       "mutator_cpu_util", "samples", "np_max_ns", "np_over_1ms", "np_over_100us",
+                                       "preempted_stalls", "blocked_stalls")}
             kc2 = ("pause", impl, variant, n, f"gc-pause-{variant}-collector")
             for f in ("loop_collections", "loop_collect_median_ms", "loop_collect_max_ms", "loop_eagain",
                       "loop_found", "collector_cpu_util", "lib_collections",
                       "lib_all_collections", "lib_all_duration_mean_ms", "lib_pause_max_ms", "lib_all_pause_max_ms", "lib_pause_mean_ms",
                       "lib_duration_mean_ms", "lib_abandoned", "lib_candidates_per_collection",
                       "boehm_stw_max_ms", "boehm_stw_mean_ms", "boehm_stw_count", "boehm_parallel_markers",
-                      "loop_gap_ms"):
-                row[f] = field(idx, kc2, f)
+                      "loop_gap_ms", "collections_timed",
+                      "np_stalls_start", "np_stalls_end", "np_stalls_during", "np_stalls_between",
+                      "np_max_start_ns", "np_max_end_ns", "np_max_during_ns", "np_max_between_ns"):
+                row[f] = field(idx, kc2, f, ms if f.endswith("_ns") else None)
             for f in ("rss_kib", "max_load_ns", "max_store_ns", "max_new_ns", "over_1ms_new", "process_cpu_util"):
                 row[f] = field(idx, kg, f, ms if f.endswith("_ns") else None)
             for f in ("quiet_full_median_ms", "quiet_full_ns_per_object", "bytes_per_object", "build_s"):
@@ -200,15 +203,22 @@ def summarize(doc):
             if row is None:
                 s["targets"][key] = {"value": None, "verdict": "n/a", "note": "not run"}
                 continue
-        c = row["gc"]["max_ns"]
-        base = row["baseline"]["max_ns"]
-        note = (f"N={row['n']}; worst rep {g(c, 'max'):.3f} ms; p99 {g(row['gc']['p99_ns']) * 1e3:.2f} us; "
-                f"no-collector baseline max {g(base):.3f} ms; library pause_max "
-                f"{(g(row['lib_pause_max_ms']) or 0):.3f} ms") if c and base else None
+        # the measured value: the longest stall during which the OS did not
+        # preempt the mutator (its involuntary switches did not rise) — on a
+        # shared 2-core machine the raw maximum is other processes' time slices
+        c = row["gc"]["np_max_ns"]
+        raw_c, base, raw_base = row["gc"]["max_ns"], row["baseline"]["np_max_ns"], row["baseline"]["max_ns"]
+        note = None
+        if c and raw_c:
+            note = (f"N={row['n']}: longest op stall, OS preemptions without blocking left out (np), median of reps [worst "
+                    f"{g(c, 'max'):.3f} ms]; raw max incl. preemption {g(raw_c):.3f} ms [worst {g(raw_c, 'max'):.3f}], "
+                    f"p99 {g(row['gc']['p99_ns']) * 1e3:.2f} us; without collections: {f2(g(base), '{:.3f}')} ms "
+                    f"(raw {f2(g(raw_base), '{:.3f}')} ms); library's own pause max "
+                    f"{(g(row['lib_pause_max_ms']) or 0):.3f} ms")
         target(s, key, c, note)
         if c and base and s["targets"][key]["verdict"] == "MISSED" and g(base) > TARGETS[key][2]:
             s["targets"][key]["verdict"] = ("MISSED (but the baseline without any collector also stalls "
-                                            f"{g(base):.2f} ms: machine noise is part of it)")
+                                            f"{g(base):.2f} ms unpreempted: machine noise is part of it)")
 
     # 2. full collection per object
     full = []
@@ -379,9 +389,13 @@ def show(doc, txt_path=None):
     w("   in which the mutator was not stalled (ops > 20 us count as stalls).  'max' = median over reps of each")
     w("   rep's maximum [worst rep].  CPython: gc.collect() of the same graph — the GIL is held throughout, so the")
     w("   whole collection is every thread's pause.")
-    w(f"   {'impl':<8}{'mode':<11}{'live':>5}{'p99 base':>10}{'max base':>10}{'p99 gc':>9}{'p99.9 gc':>10}"
-      f"{'max gc':>9}{'[worst]':>10}{'>1ms':>6}{'MMU10':>7}{'ops gc/base':>12}{'colls':>7}{'coll ms':>9}"
-      f"{'lib/STW max':>12}")
+    w("   np = stalls other than those in which the OS preempted the mutator and it never blocked (getrusage:")
+    w("   its involuntary context switches rose, its voluntary ones did not) — time lost while it had its core,")
+    w("   or waiting (a futex, Boehm's stopped world); raw maxima also include other processes' time slices")
+    w("   on this shared machine (those stalls are counted in 'preempt').")
+    w(f"   {'impl':<8}{'mode':<7}{'live':>5}{'p99 base':>9}{'max base':>9}{'np base':>8}{'p99 gc':>8}"
+      f"{'max gc':>9}{'[worst]':>10}{'np gc':>8}{'[worst]':>9}{'np>1ms':>7}{'preempt':>8}{'MMU10':>6}{'ops gc/b':>9}"
+      f"{'colls':>6}{'coll ms':>8}{'lib/STW max':>12}")
     for r in s["pause"]:
         if r["impl"] == "cpython":
             continue
@@ -390,14 +404,16 @@ def show(doc, txt_path=None):
                   r["lib_pause_max_ms"] if r["variant"] == "loop" else r["lib_all_pause_max_ms"])
         colls = r["loop_collections"] if r["variant"] == "loop" else r["lib_all_collections"]
         cms = r["loop_collect_median_ms"] if r["variant"] == "loop" else r["lib_all_duration_mean_ms"]
-        w(f"   {r['impl']:<8}{r['variant']:<11}{cnt(r['n']):>5}{f2(g(b['p99_ns']), '{:.4f}'):>10}"
-          f"{f2(g(b['max_ns']), '{:.3f}'):>10}{f2(g(gg['p99_ns']), '{:.4f}'):>9}{f2(g(gg['p999_ns']), '{:.4f}'):>10}"
+        w(f"   {r['impl']:<8}{r['variant']:<7}{cnt(r['n']):>5}{f2(g(b['p99_ns']), '{:.4f}'):>9}"
+          f"{f2(g(b['max_ns']), '{:.3f}'):>9}{f2(g(b['np_max_ns']), '{:.3f}'):>8}{f2(g(gg['p99_ns']), '{:.4f}'):>8}"
           f"{f2(g(gg['max_ns']), '{:.3f}'):>9}{'[' + f2(g(gg['max_ns'], 'max'), '{:.3f}') + ']':>10}"
-          f"{f2(g(gg['over_1ms']), '{:.0f}'):>6}{f2(g(gg['mmu_10ms'])):>7}{f2(g(r['ops_ratio_gc_vs_baseline'])):>12}"
-          f"{f2(g(colls), '{:.0f}'):>7}{f2(g(cms), '{:.1f}'):>9}{f2(g(libmax), '{:.3f}'):>12}")
+          f"{f2(g(gg['np_max_ns']), '{:.3f}'):>8}{'[' + f2(g(gg['np_max_ns'], 'max'), '{:.3f}') + ']':>9}"
+          f"{f2(g(gg['np_over_1ms']), '{:.0f}'):>7}{f2(g(gg['preempted_stalls']), '{:.0f}'):>8}"
+          f"{f2(g(gg['mmu_10ms'])):>6}{f2(g(r['ops_ratio_gc_vs_baseline'])):>9}"
+          f"{f2(g(colls), '{:.0f}'):>6}{f2(g(cms), '{:.1f}'):>8}{f2(g(libmax), '{:.3f}'):>12}")
     for r in s["pause"]:
         if r["impl"] == "cpython":
-            w(f"   {'cpython':<8}{'gc.collect':<11}{cnt(r['n']):>5}   whole collection (= pause): median "
+            w(f"   {'cpython':<8}{'collect':<7}{cnt(r['n']):>5}   gc.collect(), the whole collection (= pause): median "
               f"{f2(g(r['collect_median_ms']), '{:.1f}')} ms, max {f2(g(r['collect_max_ms']), '{:.1f}')} ms "
               f"[worst rep {f2(g(r['collect_max_ms'], 'max'), '{:.1f}')}]")
     for r in s["pause"]:
@@ -420,6 +436,9 @@ def show(doc, txt_path=None):
             extra = (f"world stopped: max {f2(g(r['boehm_stw_max_ms']), '{:.1f}')} ms, mean "
                      f"{f2(g(r['boehm_stw_mean_ms']), '{:.1f}')} ms, {f2(g(r['boehm_stw_count']), '{:.0f}')} times; "
                      f"parallel markers {f2(g(r['boehm_parallel_markers']), '{:.0f}')} (+1)")
+        extra += "; np stalls > 0.2 ms at a collection's " + ", ".join(
+            f"{c} {f2(g(r['np_stalls_' + c]), '{:.0f}')} (max {f2(g(r['np_max_' + c + '_ns'], 'max'), '{:.3f}')} ms)"
+            for c in ("start", "end", "during", "between")).replace("between", "between collections")
         extra += (f"; longest op with collections (ms) load {f2(g(r['max_load_ns']), '{:.3f}')}, store "
                   f"{f2(g(r['max_store_ns']), '{:.3f}')}, new {f2(g(r['max_new_ns']), '{:.3f}')}")
         w(f"   {r['impl']} {r['variant']} {cnt(r['n'])}: {extra}; quiet full collection "
