@@ -216,6 +216,35 @@ static void ftm__list_splice(ftm__gc_list *a, ftm__gc_list *b) {
   b->scanned = 0;
 }
 
+/* Put chunk c first (the chunk appended to). */
+static void ftm__list_push_chunk(ftm__gc_list *l, ftm__gc_chunk *c) {
+  c->next = l->head;
+  l->head = c;
+  if (l->tail == NULL) l->tail = c;
+  l->chunks++;
+}
+
+/* Reverse the order of l's chunks. */
+static void ftm__list_reverse(ftm__gc_list *l) {
+  ftm__gc_chunk *first = NULL, *c = l->head;
+  while (c != NULL) {
+    ftm__gc_chunk *next = c->next;
+    c->next = first;
+    first = c;
+    c = next;
+  }
+  l->tail = l->head;
+  l->head = first;
+}
+
+/* Cells of l that name an object. */
+static size_t ftm__list_live(const ftm__gc_list *l) {
+  size_t n = 0;
+  for (ftm__gc_chunk *c = l->head; c != NULL; c = c->next)
+    for (uint32_t i = 0; i < c->n; i++) n += ftm_atomic_load_relaxed(&c->cells[i]) != NULL;
+  return n;
+}
+
 /* Move the object in cell `from` to cell `to` (to is empty and ours).
  * Returns false if the object died meanwhile.
  *
@@ -291,6 +320,13 @@ static size_t ftm__list_compact(ftm__gc_list *l, bool locked) {
   return live;
 }
 
+/* Add this thread's unflushed tracked-allocation count to the global one. */
+static void ftm__gc_count_give(ftm__tstate *ts) {
+  if (ts->gc_count == 0) return;
+  ftm_atomic_fetch_add_relaxed(&ftm__gc_count0, ts->gc_count);
+  ts->gc_count = 0;
+}
+
 /* ---- tracking ----------------------------------------------------------------- */
 /* The young list appends at its head chunk. */
 static bool ftm__young_grow(ftm__tstate *ts) {
@@ -301,45 +337,20 @@ static bool ftm__young_grow(ftm__tstate *ts) {
   if (y->chunks >= 2 && y->chunks >= 2 * y->scanned) {
     y->scanned = y->chunks;
     /* compact when at most half the cells are live: amortised O(1) */
-    size_t live = 0;
-    for (ftm__gc_chunk *c = y->head; c != NULL; c = c->next)
-      for (uint32_t i = 0; i < c->n; i++) live += ftm_atomic_load_relaxed(&c->cells[i]) != NULL;
-    if (live * 2 <= cells) {
-      /* compaction writes from the list's first chunk on: make the chunk
-       * that is appended to the last one, then compact */
-      ftm__gc_chunk *first = NULL, *c = y->head;
-      while (c != NULL) { /* reverse: oldest first */
-        ftm__gc_chunk *next = c->next;
-        c->next = first;
-        first = c;
-        c = next;
-      }
-      ftm__gc_chunk *last = y->head;
-      y->head = first;
-      y->tail = last;
+    if (ftm__list_live(y) * 2 <= cells) {
+      /* compaction writes from the list's first chunk on: oldest first,
+       * compact, then newest first again (the partly filled chunk at the
+       * head, appended to) */
+      ftm__list_reverse(y);
       ftm__list_compact(y, false);
-      /* back to newest first: the partly filled chunk at the head */
-      first = NULL;
-      c = y->head;
-      while (c != NULL) {
-        ftm__gc_chunk *next = c->next;
-        c->next = first;
-        first = c;
-        c = next;
-      }
-      ftm__gc_chunk *oldest = y->head;
-      y->head = first;
-      y->tail = oldest;
+      ftm__list_reverse(y);
       y->scanned = y->chunks;
       if (y->head != NULL && y->head->n < FTM_GC_CHUNK_N) return true;
     }
   }
   ftm__gc_chunk *c = ftm__chunk_get();
   if (c == NULL) return false;
-  c->next = y->head;
-  y->head = c;
-  if (y->tail == NULL) y->tail = c;
-  y->chunks++;
+  ftm__list_push_chunk(y, c);
   return true;
 }
 
@@ -393,10 +404,7 @@ static void ftm__untrack(ftm__tstate *ts, ftm_object *o) {
     }
   }
   /* no collection from here: we may be inside a death */
-  if (ftm_unlikely(--ts->gc_count <= -FTM_GC_COUNT_BATCH)) {
-    ftm_atomic_fetch_add_relaxed(&ftm__gc_count0, ts->gc_count);
-    ts->gc_count = 0;
-  }
+  if (ftm_unlikely(--ts->gc_count <= -FTM_GC_COUNT_BATCH)) ftm__gc_count_give(ts);
 }
 
 void ftm__gc_untrack_dying(ftm__tstate *ts, ftm_object *o) {
@@ -452,10 +460,7 @@ static void ftm__grey_push(ftm__tstate *ts, ftm_object *o) {
       ftm_atomic_store_relaxed(&ftm__gc_grey_overflow, 1);
       return;
     }
-    c->next = g->head;
-    g->head = c;
-    if (g->tail == NULL) g->tail = c;
-    g->chunks++;
+    ftm__list_push_chunk(g, c);
   }
   /* relaxed: handed over under the hand lock */
   ftm_atomic_store_relaxed(&c->cells[c->n++], o);
@@ -508,10 +513,7 @@ static void ftm__hand_over(ftm__tstate *ts, bool greys) {
 void ftm__gc_answer(ftm__tstate *ts, uint64_t seq) {
   if (seq == ts->gc_seen) return;
   int kind = ftm_atomic_load_relaxed(&ftm__gc_hs_kind);
-  if (ts->gc_count != 0) {
-    ftm_atomic_fetch_add_relaxed(&ftm__gc_count0, ts->gc_count);
-    ts->gc_count = 0;
-  }
+  ftm__gc_count_give(ts);
   /* START: shades from before it are stale (earlier collections) */
   ftm__hand_over(ts, kind != FTM_HS_START);
   ts->gc_seen = seq;
@@ -534,10 +536,7 @@ void ftm__gc_park_wait(ftm__tstate *ts, uint64_t seq) {
 /* Detach and exit: hand everything over; the collector does not wait for
  * threads that are not attached. */
 void ftm__gc_thread_leave(ftm__tstate *ts) {
-  if (ts->gc_count != 0) {
-    ftm_atomic_fetch_add_relaxed(&ftm__gc_count0, ts->gc_count);
-    ts->gc_count = 0;
-  }
+  ftm__gc_count_give(ts);
   ftm__hand_over(ts, true);
 }
 
@@ -1404,13 +1403,6 @@ size_t ftm_gc_get_referents(ftm_object *o, ftm_object **out, size_t cap) {
   o->ob_type->traverse(o, ftm__visit_referent, &r);
   ftm__gc_world_start(ts);
   return r.a.n;
-}
-
-static size_t ftm__list_live(const ftm__gc_list *l) {
-  size_t n = 0;
-  for (ftm__gc_chunk *c = l->head; c != NULL; c = c->next)
-    for (uint32_t i = 0; i < c->n; i++) n += ftm_atomic_load_relaxed(&c->cells[i]) != NULL;
-  return n;
 }
 
 void ftm_gc_freeze(void) {
