@@ -8,9 +8,15 @@
 #                     benchmarks are built to catch breakage (they register no
 #                     tests)
 #   build/ci-debug    Debug with FTMEM_DEBUG=ON (assertions, double-free checks)
+#                     and FTMEM_TRACK=valgrind: the tests run with memcheck's
+#                     client requests compiled in, and tests/track runs bug
+#                     programs (and python3 on the preloaded malloc) under
+#                     memcheck
 #   build/ci-secure   Release with FTMEM_SECURE=ON (encoded free lists,
 #                     double-free checks): unit and stress
-#   build/ci-asan     FTMEM_SANITIZE=address (ASan + UBSan): unit and stress
+#   build/ci-asan     FTMEM_SANITIZE=address (ASan + UBSan) with FTMEM_TRACK=asan
+#                     (pool blocks poisoned until handed out): unit, stress
+#                     and tests/track
 #   build/ci-tsan     FTMEM_SANITIZE=thread: stress programs only (Criterion
 #                     cannot run under TSan, shared TSAN.md)
 #   build/ci-fuzz     CC=clang, FTMEM_SANITIZE=address, FTMEM_BUILD_FUZZ=ON:
@@ -34,12 +40,12 @@ bash .ci/deps.sh || { echo "ci: installing dependencies failed"; echo "0 passed,
 
 common=(-DFTMEM_BUILD_STRESS=ON -DFTMEM_STRESS_FULL=OFF)
 declare -A args=(
-  [release]="-DCMAKE_BUILD_TYPE=Release -DFTMEM_SECURE=OFF -DFTMEM_OVERRIDE=ON -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=ON -DFTMEM_STRESS_FULL=ON"
-  [debug]="-DCMAKE_BUILD_TYPE=Debug -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=ON -DFTMEM_SANITIZE= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
-  [secure]="-DCMAKE_BUILD_TYPE=Release -DFTMEM_SECURE=ON -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
-  [asan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
-  [tsan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=thread -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_BENCH=OFF"
-  [fuzz]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_BUILD_FUZZ=ON -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_STRESS=OFF -DFTMEM_BUILD_BENCH=OFF"
+  [release]="-DCMAKE_BUILD_TYPE=Release -DFTMEM_SECURE=OFF -DFTMEM_OVERRIDE=ON -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE= -DFTMEM_TRACK= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=ON -DFTMEM_STRESS_FULL=ON"
+  [debug]="-DCMAKE_BUILD_TYPE=Debug -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=ON -DFTMEM_SANITIZE= -DFTMEM_TRACK=valgrind -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
+  [secure]="-DCMAKE_BUILD_TYPE=Release -DFTMEM_SECURE=ON -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE= -DFTMEM_TRACK= -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
+  [asan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_TRACK=asan -DFTMEM_BUILD_TESTS=ON -DFTMEM_BUILD_BENCH=OFF"
+  [tsan]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=thread -DFTMEM_TRACK= -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_BENCH=OFF"
+  [fuzz]="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTMEM_SECURE=OFF -DFTMEM_DEBUG=OFF -DFTMEM_SANITIZE=address -DFTMEM_TRACK= -DFTMEM_BUILD_FUZZ=ON -DFTMEM_BUILD_TESTS=OFF -DFTMEM_BUILD_STRESS=OFF -DFTMEM_BUILD_BENCH=OFF"
 )
 # Environment of a variant's configure step (CC takes effect in a fresh
 # build directory only), and extra ctest arguments.

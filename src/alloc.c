@@ -10,11 +10,17 @@
 
 static inline bool ftm__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-FTM_API void *ftm_malloc(size_t size) {
+static inline void *ftm__malloc(size_t size) {
   ftm__heap *heap = ftm__heap_get();
   if (ftm_likely(size <= FTM_SMALL_MAX)) return ftm__malloc_small(heap, size);
   if (ftm_likely(size <= FTM_MEDIUM_MAX)) return ftm__malloc_medium(heap, size);
   return ftm__malloc_generic(heap, size, 0);
+}
+
+FTM_API void *ftm_malloc(size_t size) {
+  void *p = ftm__malloc(size);
+  ftm__track_alloc(p, size, 0, 0); /* nothing unless FTMEM_TRACK */
+  return p;
 }
 
 FTM_API void ftm_free(void *p) { ftm__free_fast(p); }
@@ -39,7 +45,10 @@ FTM_API void *ftm_calloc(size_t count, size_t size) {
   if (p == NULL) return NULL;
   ftm__pool *pool = ftm__pagemap_lookup(p);
   /* a large block just mapped is zero already; don't touch its pages */
-  if (pool->kind == FTM_POOL_LARGE && pool->fresh) return p;
+  if (pool->kind == FTM_POOL_LARGE && pool->fresh) {
+    ftm__track_defined(p, total);
+    return p;
+  }
   memset(p, 0, total);
   return p;
 }
@@ -54,7 +63,9 @@ FTM_API void *ftm_realloc(void *p, size_t size) {
   if (pool == NULL) ftm__invalid_free(p, "realloc");
   size_t usable;
   if (pool->kind == FTM_POOL_LARGE) {
-    if (size > FTM_MEDIUM_MAX) {
+    /* tracked builds always move, as memcheck's own realloc does: the
+     * tools have no way to resize a block in place with its old size */
+    if (size > FTM_MEDIUM_MAX && !FTM_TRACK) {
       void *r = ftm__large_realloc(pool, p, size);
       if (r != NULL) return r;
     }
@@ -63,8 +74,9 @@ FTM_API void *ftm_realloc(void *p, size_t size) {
     if (!ftm__pool_is_block(pool, p)) ftm__invalid_free(p, "realloc");
     usable = pool->block_size;
     /* fits, and would not fit a class less than half the size */
-    if (size <= usable && size > usable / 2) return p;
+    if (size <= usable && size > usable / 2 && !FTM_TRACK) return p;
   }
+  usable = ftm__track_size(p, usable); /* tracked: what the program may read */
   void *q = ftm_malloc(size);
   if (q == NULL) return NULL; /* errno set; p stays valid */
   memcpy(q, p, size < usable ? size : usable);
@@ -87,7 +99,9 @@ FTM_API void *ftm_aligned_alloc(size_t alignment, size_t size) {
     return NULL;
   }
   if (alignment <= FTM_MIN_ALIGN) return ftm_malloc(size);
-  return ftm__malloc_generic(ftm__heap_get(), size, alignment);
+  void *p = ftm__malloc_generic(ftm__heap_get(), size, alignment);
+  ftm__track_alloc(p, size, 0, 0);
+  return p;
 }
 
 FTM_API int ftm_posix_memalign(void **out, size_t alignment, size_t size) {
@@ -102,13 +116,19 @@ FTM_API int ftm_posix_memalign(void **out, size_t alignment, size_t size) {
   return 0;
 }
 
-FTM_API size_t ftm_usable_size(const void *p) {
-  if (p == NULL) return 0;
+size_t ftm__block_usable(const void *p) {
   ftm__pool *pool = ftm__pagemap_lookup(p);
   if (pool == NULL) ftm__invalid_free(p, "malloc_usable_size");
   if (pool->kind == FTM_POOL_LARGE) return ftm__large_usable(pool, p);
   if (!ftm__pool_is_block(pool, p)) ftm__invalid_free(p, "malloc_usable_size");
   return pool->block_size;
+}
+
+/* Tracked builds answer the requested size, as memcheck's and ASan's own
+ * malloc_usable_size do: the bytes after it are reported if touched. */
+FTM_API size_t ftm_usable_size(const void *p) {
+  if (p == NULL) return 0;
+  return ftm__track_size(p, ftm__block_usable(p));
 }
 
 FTM_API size_t ftm_good_size(size_t size) {

@@ -80,7 +80,7 @@ static ftm__pool *ftm__arena_try_claim(uint32_t ai, unsigned span, bool aligned)
       memset(pool, 0, offsetof(ftm__pool, xstack_next));
       pool->index = ai * FTM_ARENA_SLICES + (unsigned)first + 1;
       pool->span = (uint8_t)span;
-      pool->start = base + (size_t)first * FTM_SLICE_SIZE;
+      ftm__pool_set_start(pool, base + (size_t)first * FTM_SLICE_SIZE);
       return pool;
     }
   }
@@ -147,7 +147,7 @@ static void ftm__arena_slices_free(ftm__arena *a, uint64_t m) {
 void ftm__arena_pool_free(ftm__pool *pool) {
   uint32_t i = pool->index - 1;
   pool->guarded = 0; /* the guard page itself stays (see ftm__arena_set_guards) */
-  ftm__pagemap_set(pool->start, (size_t)pool->span * FTM_SLICE_SIZE, NULL);
+  ftm__pagemap_set(ftm__pool_start(pool), (size_t)pool->span * FTM_SLICE_SIZE, NULL);
   ftm_atomic_store_relaxed(&pool->xheap, NULL);
   ftm_atomic_store_relaxed(&pool->xlocal_owner, NULL);
   ftm__arena_slices_free(&ftm__arenas[i / FTM_ARENA_SLICES], ftm__run_mask(pool->span, i % FTM_ARENA_SLICES));
@@ -194,7 +194,7 @@ bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span) {
   ftm__arena *a = &ftm__arenas[i / FTM_ARENA_SLICES];
   if (span == pool->span) return true;
   if (span < pool->span) {
-    ftm__pagemap_set(pool->start + (size_t)span * FTM_SLICE_SIZE,
+    ftm__pagemap_set(ftm__pool_start(pool) + (size_t)span * FTM_SLICE_SIZE,
                      (size_t)(pool->span - span) * FTM_SLICE_SIZE, NULL);
     ftm__arena_slices_free(a, ftm__run_mask(pool->span - span, first + span));
     pool->span = (uint8_t)span;
@@ -214,7 +214,7 @@ bool ftm__arena_pool_resize(ftm__pool *pool, unsigned span) {
    * which exists since the pool's first slice is mapped (setting fails
    * only when it has to create a leaf, out of memory).  If it did, the
    * slices go back and the caller copies (or fails with ENOMEM) */
-  if (!ftm__pagemap_set(pool->start + old, (size_t)span * FTM_SLICE_SIZE - old, pool)) {
+  if (!ftm__pagemap_set(ftm__pool_start(pool) + old, (size_t)span * FTM_SLICE_SIZE - old, pool)) {
     ftm__arena_slices_free(a, m);
     return false;
   }

@@ -640,7 +640,7 @@ static void ftm__gc_check_visit(const ftm__gc_run *run, ftm_object *y, bool quie
   if (p == NULL)
     ok = ftm__type_known(y->ob_type);
   else if (p->kind == FTM_POOL_LARGE)
-    ok = (char *)y == p->user || (char *)y == p->user + FTM_GC_HEAD;
+    ok = (char *)y == ftm__large_user(p) || (char *)y == ftm__large_user(p) + FTM_GC_HEAD;
   else
     ok = ftm__pool_is_block(p, y) || ftm__pool_is_block(p, (char *)y - FTM_GC_HEAD);
   if (!ok)

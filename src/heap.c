@@ -194,7 +194,7 @@ void ftm__heap_retire(ftm__heap *heap, ftm__pool *pool) {
         ftm_rl_flags(&pool->thread_free) == 0) {
       pool->free = pool->local_free = NULL;
       ftm_atomic_store_relaxed(&pool->xcapacity, 0);
-      ftm__os_purge(pool->start, FTM_SLICE_SIZE);
+      ftm__os_purge(ftm__pool_start(pool), FTM_SLICE_SIZE);
     }
     return;
   }
@@ -346,7 +346,7 @@ static ftm__pool *ftm__heap_find_pool(ftm__heap *heap, unsigned cls) {
   ftm__pool *pool = ftm__arena_pool_alloc(span, true, &heap->arena_hint);
   if (pool == NULL) return NULL;
   ftm__pool_init(pool, cls, heap->key ^ ((uint64_t)pool->index * 0x9e3779b97f4a7c15ull));
-  if (!ftm__pagemap_set(pool->start, (size_t)span * FTM_SLICE_SIZE, pool)) {
+  if (!ftm__pagemap_set(ftm__pool_start(pool), (size_t)span * FTM_SLICE_SIZE, pool)) {
     ftm__arena_pool_free(pool);
     errno = ENOMEM;
     return NULL;
@@ -417,15 +417,16 @@ void ftm__free_slow(void *p, ftm__pool *pool, ftm__heap *heap) {
     ftm__invalid_free(p, "free");
   }
   if (pool->kind == FTM_POOL_LARGE) {
+#if FTM_TRACK
+    if (p == ftm__large_user(pool)) ftm__track_free(p, pool->user_size);
+#endif
     ftm__large_free(pool, p);
     return;
   }
   if (!ftm__pool_is_block(pool, p)) ftm__invalid_free(p, "free");
   ftm__block *b = (ftm__block *)p;
-#if FTM_CHECK_DOUBLE_FREE
-  if (((uintptr_t *)b)[1] == ftm__free_mark(pool, b)) ftm__double_free(p, "free");
-  ((uintptr_t *)b)[1] = ftm__free_mark(pool, b);
-#endif
+  ftm__track_free(b, pool->block_size);
+  ftm__mark_free(pool, b);
   unsigned cls = pool->cls;
   if (heap != &ftm__heap_empty && ftm_atomic_load_relaxed(&pool->xheap) == heap) {
     /* ours, but parked full (the fast-path gate was closed) */
@@ -441,6 +442,10 @@ void ftm__free_slow(void *p, ftm__pool *pool, ftm__heap *heap) {
     ftm_counter_add(&heap->stats.free_n[cls], 1);
   else
     ftm_atomic_fetch_add_relaxed(&ftm__orphan_free[cls], 1);
+  /* the push writes the link: opened here and closed by the owner's walk
+   * in ftm__pool_collect (closing it after the CAS would race with that
+   * walk's own open) */
+  ftm__track_open(b, sizeof(void *));
   if (ftm_rl_push_remote(&pool->thread_free, (ftm_rl_node_t *)b, FTM_ENCODE_LINK, pool)) {
     /* we cleared FULL: the owner must hear of it.  It cannot abandon the
      * heap before this push lands (it waits for NOTIFYING to be drained) */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ftmem.h"
+#include "track.h"
 #include "types.h"
 
 #define ftm_likely(x) __builtin_expect(!!(x), 1)
@@ -20,7 +21,7 @@
 #define ftm_internal __attribute__((visibility("hidden")))
 #define ftm_noreturn __attribute__((noreturn))
 
-#if defined(FTMEM_DEBUG) || defined(FTMEM_SECURE)
+#if defined(FTMEM_DEBUG) || defined(FTMEM_SECURE) || FTM_TRACK
 #define FTM_CHECK_DOUBLE_FREE 1
 #else
 #define FTM_CHECK_DOUBLE_FREE 0
@@ -130,6 +131,8 @@ ftm_internal size_t ftm__large_purge(int64_t now, bool force);
 ftm_internal void ftm__large_counts(uint64_t *cached, uint64_t *cached_bytes);
 ftm_internal void ftm__large_stats(uint64_t *nmalloc, uint64_t *nfree, uint64_t *live_bytes);
 ftm_internal size_t ftm__large_usable(ftm__pool *d, const void *p);
+/* The size of the block at p (aborts naming `what` if p is not one). */
+ftm_internal size_t ftm__block_usable(const void *p);
 
 /* ---- Purging (purge.c) --------------------------------------------------- */
 ftm_internal void ftm__purge_note_dirty(int64_t expire);
@@ -153,37 +156,66 @@ ftm_internal extern pthread_key_t ftm__thread_key;
  * off / block_size when block_size divides off, and is larger than any
  * block index otherwise; one compare then also checks off < capacity. */
 static inline bool ftm__pool_is_block(const ftm__pool *pool, const void *p) {
-  uint64_t x = ((uintptr_t)p - (uintptr_t)pool->start) * pool->div_inv;
+  uint64_t x = ((uintptr_t)p - (uintptr_t)ftm__pool_start(pool)) * pool->div_inv;
   unsigned k = pool->div_shift;
   x = (x >> k) | (x << ((64 - k) & 63));
   return x < ftm_atomic_load_relaxed(&pool->xcapacity);
 }
 
 /* ---- Free-list encoding and the double-free marker ------------------------ */
+/* The link and the mark live inside free blocks, which FTMEM_TRACK builds
+ * keep noaccess: each access opens its word just around itself (track.h). */
 static inline ftm__block *ftm__block_next(const ftm__pool *pool, const ftm__block *b) {
+  ftm__track_open(b, sizeof(void *));
+  ftm__block *n = b->next;
+  ftm__track_close(b, sizeof(void *));
 #if defined(FTMEM_SECURE)
-  ftm__block *n = (ftm__block *)((uintptr_t)b->next ^ pool->key);
+  n = (ftm__block *)((uintptr_t)n ^ pool->key);
   if (ftm_unlikely(n != NULL && !ftm__pool_is_block(pool, n)))
     ftm__fatal("ftmem: corrupted free list in pool %p (block %p links to %p)\n",
-               (void *)pool->start, (void *)b, (void *)n);
-  return n;
+               (void *)ftm__pool_start(pool), (void *)b, (void *)n);
 #else
   (void)pool;
-  return b->next;
 #endif
+  return n;
 }
 static inline void ftm__block_set_next(const ftm__pool *pool, ftm__block *b, ftm__block *n) {
+  ftm__track_open(b, sizeof(void *));
 #if defined(FTMEM_SECURE)
   b->next = (ftm__block *)((uintptr_t)n ^ pool->key);
 #else
   (void)pool;
   b->next = n;
 #endif
+  ftm__track_close(b, sizeof(void *));
 }
 /* The second word of a free block holds key ^ address while it is free, so
  * freeing it again is recognised (blocks are at least 16 bytes). */
 static inline uintptr_t ftm__free_mark(const ftm__pool *pool, const void *b) {
   return (uintptr_t)pool->key ^ (uintptr_t)b ^ (uintptr_t)0x5bd1e995u;
+}
+/* Freeing b: abort if it carries the free mark already, else set it. */
+static inline void ftm__mark_free(const ftm__pool *pool, void *b) {
+#if FTM_CHECK_DOUBLE_FREE
+  uintptr_t *w = (uintptr_t *)b + 1;
+  ftm__track_open(w, sizeof *w);
+  if (ftm_unlikely(*w == ftm__free_mark(pool, b))) ftm__double_free(b, "free");
+  *w = ftm__free_mark(pool, b);
+  ftm__track_close(w, sizeof *w);
+#else
+  (void)pool, (void)b;
+#endif
+}
+/* Handing b out: clear the mark. */
+static inline void ftm__mark_used(void *b) {
+#if FTM_CHECK_DOUBLE_FREE
+  uintptr_t *w = (uintptr_t *)b + 1;
+  ftm__track_open(w, sizeof *w);
+  *w = 0;
+  ftm__track_close(w, sizeof *w);
+#else
+  (void)b;
+#endif
 }
 
 /* ---- Fast paths ---------------------------------------------------------- */
@@ -192,9 +224,7 @@ static inline void *ftm__pool_pop(ftm__pool *pool, ftm__block *b, ftm_counter_t 
   pool->free = ftm__block_next(pool, b);
   pool->used++;
   ftm_counter_add(count, 1);
-#if FTM_CHECK_DOUBLE_FREE
-  ((uintptr_t *)b)[1] = 0; /* clear the free mark */
-#endif
+  ftm__mark_used(b);
   return b;
 }
 
@@ -222,10 +252,8 @@ static inline void ftm__free_fast(void *p) {
   if (ftm_likely(pool != NULL && ftm_atomic_load_relaxed(&pool->xlocal_owner) == heap &&
                  ftm__pool_is_block(pool, p))) {
     ftm__block *b = (ftm__block *)p;
-#if FTM_CHECK_DOUBLE_FREE
-    if (ftm_unlikely(((uintptr_t *)b)[1] == ftm__free_mark(pool, b))) ftm__double_free(p, "free");
-    ((uintptr_t *)b)[1] = ftm__free_mark(pool, b);
-#endif
+    ftm__track_free(b, pool->block_size);
+    ftm__mark_free(pool, b);
     ftm__block_set_next(pool, b, pool->local_free);
     pool->local_free = b;
     ftm_counter_add(&heap->stats.free_n[pool->cls], 1);

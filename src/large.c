@@ -62,8 +62,12 @@ static ftm__pool *ftm__large_remap(ftm__pool *d, size_t len, size_t base_align) 
   /* clear our entries first: once mremap returns, another thread may map
    * the old range and set entries there that we must not wipe */
   ftm__pagemap_set(d, old_len, NULL);
+  /* tracked builds: the old range leaves ftmem (its cached block was
+   * noaccess), and the pages arrive at dst as ASan last saw dst */
+  ftm__track_forget(d, old_len);
   void *r = mremap(d, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
   if (r == MAP_FAILED) {
+    ftm__track_noaccess((char *)d + FTM_LARGE_HEADER, old_len - FTM_LARGE_HEADER);
     ftm__pagemap_set(dst, len, NULL);
     ftm__pagemap_set(d, old_len, d); /* cannot fail: the leaves exist */
     ftm__os_unmap(dst, len);
@@ -146,16 +150,16 @@ static void *ftm__large_alloc_arena(ftm__heap *heap, size_t size) {
 #endif
   d->kind = FTM_POOL_LARGE;
   d->cls = FTM_LARGE_CLASS;
-  d->user = d->start;
+  ftm__large_set_user(d, ftm__pool_start(d));
   d->user_size = (size_t)span * FTM_SLICE_SIZE;
-  if (!ftm__pagemap_set(d->start, d->user_size, d)) {
+  if (!ftm__pagemap_set(ftm__pool_start(d), d->user_size, d)) {
     ftm__arena_pool_free(d);
     errno = ENOMEM;
     return NULL;
   }
   ftm_atomic_fetch_add_relaxed(&ftm__large_nmalloc, 1);
   ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size);
-  return d->user;
+  return ftm__large_user(d);
 }
 
 void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
@@ -193,19 +197,19 @@ void *ftm__large_alloc(ftm__heap *heap, size_t size, size_t align) {
       return NULL;
     }
   }
-  d->user = (char *)d + offset;
+  ftm__large_set_user(d, (char *)d + offset);
   d->user_size = d->map_size - offset;
-  d->start = d->user;
+  ftm__pool_set_start(d, ftm__large_user(d));
   ftm_atomic_fetch_add_relaxed(&ftm__large_nmalloc, 1);
   ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size);
-  return d->user;
+  return ftm__large_user(d);
 }
 
 static void ftm__large_check(ftm__pool *d, const void *p, const char *what) {
-  if (d->user == NULL && p != NULL && (char *)p > (char *)d && (char *)p < (char *)d + d->map_size &&
+  if (ftm__large_user(d) == NULL && p != NULL && (char *)p > (char *)d && (char *)p < (char *)d + d->map_size &&
       ((uintptr_t)p & 63) == 0)
     ftm__double_free(p, what);
-  if (p != d->user) ftm__invalid_free(p, what);
+  if (p != ftm__large_user(d)) ftm__invalid_free(p, what);
 }
 
 void ftm__large_free(ftm__pool *d, void *p) {
@@ -218,7 +222,7 @@ void ftm__large_free(ftm__pool *d, void *p) {
     return;
   }
   d->fresh = 0; /* reused from the cache, its pages are dirty */
-  d->user = NULL; /* freed: a second free is recognised */
+  ftm__large_set_user(d, NULL); /* freed: a second free is recognised */
   d->user_size = 0;
   int64_t now = ftm__clock_ms();
   d->cached_at = now;
@@ -262,11 +266,11 @@ void *ftm__large_realloc(ftm__pool *d, void *p, size_t size) {
   ftm__pool *g = ftm__large_remap(d, len, base_align); /* shrink or move */
   if (g == NULL) return NULL;
   d = g;
-  d->user = (char *)d + offset;
+  ftm__large_set_user(d, (char *)d + offset);
   d->user_size = d->map_size - offset;
-  d->start = d->user;
+  ftm__pool_set_start(d, ftm__large_user(d));
   ftm_atomic_fetch_add_relaxed(&ftm__large_live_bytes, d->user_size - old_user);
-  return d->user;
+  return ftm__large_user(d);
 }
 
 /* Unmap cached mappings idle past the delay (all if force); returns the

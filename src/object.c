@@ -150,7 +150,13 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
   } else {
     ftm__heap *heap = ftm__heap_get();
     size_t bsize = size + ((t->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0); /* the GC head first */
-    char *b = ftm_likely(bsize <= FTM_SMALL_MAX) ? ftm__malloc_small(heap, bsize) : ftm_malloc(bsize);
+    char *b;
+    if (ftm_likely(bsize <= FTM_SMALL_MAX)) {
+      b = ftm__malloc_small(heap, bsize);
+      ftm__track_alloc(b, (bsize + 7) & ~(size_t)7, 0, 0); /* ftm__zero_body stores words */
+    } else {
+      b = ftm_malloc((bsize + 7) & ~(size_t)7);
+    }
     if (ftm_unlikely(b == NULL)) return NULL;
     o = (ftm_object *)(b + (bsize - size));
   }
@@ -224,7 +230,7 @@ void ftm__object_free_memory(ftm_object *o) {
       return;
     }
   }
-#else
+#elif !FTM_TRACK /* tracked builds free to the allocator, so the tool sees each death */
   uint32_t fi = t->ftm_freelist_index;
   if (fi < FTM_MAX_FREELIST_TYPES && ts->freelists[fi].n < t->freelist_max) {
     o->ob_type = (const ftm_type *)(uintptr_t)ts->freelists[fi].head;

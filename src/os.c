@@ -43,6 +43,7 @@ void *ftm__os_map_aligned(size_t size, size_t align) {
 }
 
 void ftm__os_unmap(void *p, size_t size) {
+  ftm__track_forget(p, size);
   if (munmap(p, size) != 0) {
     ftm__warning("munmap(%p, %zu) failed: %s", p, size, strerror(errno));
     return;

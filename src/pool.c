@@ -49,6 +49,7 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->free = pool->local_free = NULL;
   pool->used = 0;
   pool->key = key;
+  ftm__track_noaccess(ftm__pool_start(pool), bytes); /* every block, until handed out */
 }
 
 /* Carve the next blocks (a page, then 16 KiB worth; at least one) into the empty free
@@ -64,7 +65,7 @@ bool ftm__pool_extend(ftm__pool *pool) {
   uint32_t n = (cap == 0 ? 4096 : 16384) / bs;
   if (n == 0) n = 1;
   if (n > left) n = left;
-  char *first = pool->start + (size_t)cap * bs;
+  char *first = ftm__pool_start(pool) + (size_t)cap * bs;
   /* before linking: the secure decoder checks links against it */
   ftm_atomic_store_relaxed(&pool->xcapacity, cap + n);
 #if defined(FTMEM_SECURE)

@@ -74,7 +74,7 @@ typedef struct ftm__pool_s {
   ftm__block *free;       /* blocks to hand out */
   uint32_t used;          /* handed out and not yet collected back */
   ftm__block *local_free; /* the owner's frees */
-  char *start;            /* first block */
+  uintptr_t hstart;       /* first block, hidden: ftm__pool_start() */
   /* p is a carved block iff rotr((p - start) * div_inv, div_shift) <
    * xcapacity (Granlund-Montgomery exact division: for a multiple of the
    * block size the result is the block index, otherwise it is huge). */
@@ -107,7 +107,7 @@ typedef struct ftm__pool_s {
   uint64_t key;                    /* free-list encoding / free marker */
   /* -- large blocks only -- */
   size_t map_size;    /* whole mapping; 0 for a large block in arena slices */
-  char *user;         /* the block handed out */
+  uintptr_t huser;    /* the block handed out, hidden: ftm__large_user() */
   size_t user_size;   /* usable bytes at user */
   int64_t cached_at;  /* ms, while in the large cache */
   /* last: kept when a descriptor is reset, because a stale pop of an
@@ -117,6 +117,25 @@ typedef struct ftm__pool_s {
 
 _Static_assert(sizeof(ftm__pool) <= 192, "pool descriptor fits 3 cache lines");
 #define FTM_POOL_DESC_SIZE 192
+
+/* Valgrind's leak checker scans pool descriptors as roots, so a plain
+ * pointer there to a pool's first block (or to a large block) would make
+ * that block look reachable when the program leaked it.  FTMEM_TRACK=
+ * valgrind builds store these two pointers flipped in their top bits, where
+ * no address points; other builds store them as they are. */
+#if defined(FTMEM_TRACK_VALGRIND)
+#define FTM_HIDE_KEY ((uintptr_t)0xa5a5ull << 48)
+#else
+#define FTM_HIDE_KEY ((uintptr_t)0)
+#endif
+static inline char *ftm__pool_start(const ftm__pool *p) { return (char *)(p->hstart ^ FTM_HIDE_KEY); }
+static inline void ftm__pool_set_start(ftm__pool *p, char *s) { p->hstart = (uintptr_t)s ^ FTM_HIDE_KEY; }
+static inline char *ftm__large_user(const ftm__pool *p) {
+  return p->huser == 0 ? NULL : (char *)(p->huser ^ FTM_HIDE_KEY);
+}
+static inline void ftm__large_set_user(ftm__pool *p, char *u) {
+  p->huser = u == NULL ? 0 : (uintptr_t)u ^ FTM_HIDE_KEY;
+}
 #define FTM_LARGE_HEADER 192 /* user data of a large block starts after it */
 
 typedef struct ftm__pool_queue_s {

@@ -98,8 +98,9 @@ Test(field, init_load_store_exchange_clear)
     cr_assert_eq(ftm_refcount(&a->ob), 1);
 
     fobj *b = new_f();
+    uint32_t a_id = a->id; /* a dies in the store */
     ftm_field_store(&slot, &b->ob); /* a's reference released */
-    cr_assert_eq(atomic_load(&deaths[a->id]), 1, "the replaced object was not released");
+    cr_assert_eq(atomic_load(&deaths[a_id]), 1, "the replaced object was not released");
     cr_assert_eq(ftm_field_peek(&slot), &b->ob);
     cr_assert_eq(ftm_refcount(&b->ob), 1);
 
@@ -136,14 +137,15 @@ Test(field, init_load_store_exchange_clear)
 Test(field, clear_callback_releases_children)
 {
     fobj *parent = new_f(), *child = new_f(), *grandchild = new_f();
+    int parent_id = parent->id, child_id = child->id; /* both die below */
     ftm_field_init(&child->child, &grandchild->ob);
     ftm_field_init(&parent->child, ftm_newref(&child->ob));
     ftm_decref(&child->ob);
     cr_assert_eq(atomic_load(&n_dead), 0);
     ftm_object *g = ftm_field_load(&child->child); /* keep the grandchild */
     ftm_decref(&parent->ob);
-    cr_assert_eq(atomic_load(&deaths[parent->id]), 1);
-    cr_assert_eq(atomic_load(&deaths[child->id]), 1);
+    cr_assert_eq(atomic_load(&deaths[parent_id]), 1);
+    cr_assert_eq(atomic_load(&deaths[child_id]), 1);
     cr_assert_eq(atomic_load(&deaths[grandchild->id]), 0, "a child still referenced was freed");
     cr_assert(intact((fobj *)g, grandchild->id));
     ftm_decref(g);
@@ -205,6 +207,7 @@ static void *x_loader(void *arg)
 Test(field, loaded_reference_outlives_field_on_other_thread)
 {
     fobj *a = new_f();
+    int a_id = a->id; /* a dies while the other thread holds it */
     ftm_field_init(&xslot, &a->ob);
     pthread_t t;
     pthread_create(&t, NULL, x_loader, NULL);
@@ -213,11 +216,11 @@ Test(field, loaded_reference_outlives_field_on_other_thread)
     cr_assert_eq(atomic_load(&xloaded), &a->ob);
     cr_assert_eq(ftm_refcount(&a->ob), 2);
     ftm_field_clear(&xslot);
-    cr_assert_eq(atomic_load(&deaths[a->id]), 0, "freed while another thread holds a loaded reference");
+    cr_assert_eq(atomic_load(&deaths[a_id]), 0, "freed while another thread holds a loaded reference");
     atomic_store(&xphase, 2);
     pthread_join(t, NULL);
     cr_assert_eq(atomic_load(&xphase), 3, "the loaded object was damaged while held");
-    cr_assert_eq(atomic_load(&deaths[a->id]), 1);
+    cr_assert_eq(atomic_load(&deaths[a_id]), 1);
 }
 
 /* ---- read sections and ftm_free_deferred --------------------------------- */
