@@ -119,6 +119,8 @@ typedef enum ftm_option_e {
     FTM_OPTION_PURGE_DELAY,  /* FTMEM_PURGE_DELAY=<ms>: idle time before purge (default 20) */
     FTM_OPTION_PURGE_THREAD, /* FTMEM_PURGE_THREAD=0|1: lazily started purger (default 1) */
     FTM_OPTION_LARGE_CACHE,  /* FTMEM_LARGE_CACHE=<n>: large mappings kept for reuse (default 16) */
+    FTM_OPTION_TRACE,        /* FTMEM_TRACE=<nframes>: trace allocations from the start (ftmem/trace.h) */
+    FTM_OPTION_TRACE_SAMPLE, /* FTMEM_TRACE_SAMPLE=<bytes>: with FTMEM_TRACE, sample one per <bytes> */
     FTM_OPTION__COUNT
 } ftm_option_t;
 
@@ -134,5 +136,6 @@ FTM_API size_t ftm_good_size(size_t size); /* block size a request gets */
 
 #include "ftmem/object.h" /* managed objects, biased reference counting */
 #include "ftmem/gc.h"     /* the cycle collector */
+#include "ftmem/trace.h"  /* allocation tracing, snapshots, statistics */
 
 #endif /* FTMEM_H */

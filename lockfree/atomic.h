@@ -33,6 +33,8 @@
 /* weak CAS; on failure *expected is reloaded with the given failure order */
 #define ftm_atomic_cas_weak_acq_rel(p, e, d) \
   atomic_compare_exchange_weak_explicit((p), (e), (d), memory_order_acq_rel, memory_order_acquire)
+#define ftm_atomic_cas_weak_relaxed(p, e, d) \
+  atomic_compare_exchange_weak_explicit((p), (e), (d), memory_order_relaxed, memory_order_relaxed)
 #define ftm_atomic_cas_weak_release(p, e, d) \
   atomic_compare_exchange_weak_explicit((p), (e), (d), memory_order_release, memory_order_relaxed)
 #define ftm_atomic_cas_strong_acq_rel(p, e, d) \

@@ -7,6 +7,10 @@
 #include <string.h>
 
 #include "internal.h"
+#include "trace_internal.h"
+
+/* The caller of the public entry point: the innermost traced frame. */
+#define FTM_RA __builtin_return_address(0)
 
 static inline bool ftm__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
@@ -20,10 +24,14 @@ static inline void *ftm__malloc(size_t size) {
 FTM_API void *ftm_malloc(size_t size) {
   void *p = ftm__malloc(size);
   ftm__track_alloc(p, size, 0, 0); /* nothing unless FTMEM_TRACK */
+  if (ftm__tracing()) ftm__trace_record(p, size, FTM_RA);
   return p;
 }
 
-FTM_API void ftm_free(void *p) { ftm__free_fast(p); }
+FTM_API void ftm_free(void *p) {
+  if (ftm__tracing()) ftm__trace_forget(p); /* before the block can be reused */
+  ftm__free_fast(p);
+}
 
 FTM_API void ftm_free_sized(void *p, size_t size) {
 #if defined(FTMEM_DEBUG)
@@ -32,6 +40,7 @@ FTM_API void ftm_free_sized(void *p, size_t size) {
 #else
   (void)size;
 #endif
+  if (ftm__tracing()) ftm__trace_forget(p);
   ftm__free_fast(p);
 }
 
@@ -41,8 +50,10 @@ FTM_API void *ftm_calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  void *p = ftm_malloc(total);
+  void *p = ftm__malloc(total);
   if (p == NULL) return NULL;
+  ftm__track_alloc(p, total, 0, 0);
+  if (ftm__tracing()) ftm__trace_record(p, total, FTM_RA);
   ftm__pool *pool = ftm__pagemap_lookup(p);
   /* a large block just mapped is zero already; don't touch its pages */
   if (pool->kind == FTM_POOL_LARGE && pool->fresh) {
@@ -53,12 +64,7 @@ FTM_API void *ftm_calloc(size_t count, size_t size) {
   return p;
 }
 
-FTM_API void *ftm_realloc(void *p, size_t size) {
-  if (p == NULL) return ftm_malloc(size);
-  if (size == 0) { /* as glibc: free and return NULL */
-    ftm_free(p);
-    return NULL;
-  }
+static void *ftm__realloc(void *p, size_t size) {
   ftm__pool *pool = ftm__pagemap_lookup(p);
   if (pool == NULL) ftm__invalid_free(p, "realloc");
   size_t usable;
@@ -77,10 +83,35 @@ FTM_API void *ftm_realloc(void *p, size_t size) {
     if (size <= usable && size > usable / 2 && !FTM_TRACK) return p;
   }
   usable = ftm__track_size(p, usable); /* tracked: what the program may read */
-  void *q = ftm_malloc(size);
+  void *q = ftm__malloc(size);
   if (q == NULL) return NULL; /* errno set; p stays valid */
+  ftm__track_alloc(q, size, 0, 0);
   memcpy(q, p, size < usable ? size : usable);
-  ftm_free(p);
+  ftm__free_fast(p);
+  return q;
+}
+
+FTM_API void *ftm_realloc(void *p, size_t size) {
+  if (p == NULL) {
+    p = ftm__malloc(size);
+    ftm__track_alloc(p, size, 0, 0);
+    if (ftm__tracing()) ftm__trace_record(p, size, FTM_RA);
+    return p;
+  }
+  if (size == 0) { /* as glibc: free and return NULL */
+    if (ftm__tracing()) ftm__trace_forget(p);
+    ftm__free_fast(p);
+    return NULL;
+  }
+  if (ftm_likely(!ftm__tracing())) return ftm__realloc(p, size);
+  /* the old trace goes first: once freed, p may be another thread's new
+   * block, traced under the same address */
+  ftm__trace_entry old;
+  uint64_t gen;
+  bool had = ftm__trace_take(p, &old, &gen);
+  void *q = ftm__realloc(p, size);
+  if (q == NULL && had) ftm__trace_put_back(&old, gen);
+  if (q != NULL) ftm__trace_record(q, size, FTM_RA);
   return q;
 }
 
@@ -93,21 +124,24 @@ FTM_API void *ftm_reallocarray(void *p, size_t count, size_t size) {
   return ftm_realloc(p, total);
 }
 
-FTM_API void *ftm_aligned_alloc(size_t alignment, size_t size) {
+static void *ftm__aligned(size_t alignment, size_t size, void *ra) {
   if (!ftm__is_pow2(alignment)) {
     errno = EINVAL;
     return NULL;
   }
-  if (alignment <= FTM_MIN_ALIGN) return ftm_malloc(size);
-  void *p = ftm__malloc_generic(ftm__heap_get(), size, alignment);
+  void *p = alignment <= FTM_MIN_ALIGN ? ftm__malloc(size)
+                                       : ftm__malloc_generic(ftm__heap_get(), size, alignment);
   ftm__track_alloc(p, size, 0, 0);
+  if (ftm__tracing()) ftm__trace_record(p, size, ra);
   return p;
 }
+
+FTM_API void *ftm_aligned_alloc(size_t alignment, size_t size) { return ftm__aligned(alignment, size, FTM_RA); }
 
 FTM_API int ftm_posix_memalign(void **out, size_t alignment, size_t size) {
   if (!ftm__is_pow2(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
   int saved = errno;
-  void *p = ftm_aligned_alloc(alignment, size);
+  void *p = ftm__aligned(alignment, size, FTM_RA);
   if (p == NULL) {
     errno = saved; /* posix_memalign reports through its result */
     return ENOMEM;
@@ -172,11 +206,11 @@ void *memalign(size_t alignment, size_t size) {
     }
     alignment = a;
   }
-  return ftm_aligned_alloc(alignment, size);
+  return ftm__aligned(alignment, size, FTM_RA);
 }
 
 __attribute__((visibility("default"))) void *valloc(size_t size);
-void *valloc(size_t size) { return ftm_aligned_alloc(ftm__os_page, size); }
+void *valloc(size_t size) { return ftm__aligned(ftm__os_page, size, FTM_RA); }
 
 __attribute__((visibility("default"))) void *pvalloc(size_t size);
 void *pvalloc(size_t size) {
@@ -185,6 +219,6 @@ void *pvalloc(size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  return ftm_aligned_alloc(ftm__os_page, rounded ? rounded : ftm__os_page);
+  return ftm__aligned(ftm__os_page, rounded ? rounded : ftm__os_page, FTM_RA);
 }
 #endif

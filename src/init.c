@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "object_internal.h"
+#include "trace_internal.h"
 
 _Atomic int ftm__init_state;
 pthread_key_t ftm__thread_key;
@@ -19,6 +20,7 @@ static __thread bool ftm__in_init;
  * intern tables, weak reference stripes) and released on both sides, so
  * the child finds none held by a thread it does not have. */
 static void ftm__prefork(void) {
+  ftm__trace_prefork();
   ftm__gc_prefork();
   ftm__intern_prefork();
   ftm__weakref_prefork();
@@ -29,6 +31,7 @@ static void ftm__postfork_parent(void) {
   ftm__weakref_postfork();
   ftm__intern_postfork();
   ftm__gc_postfork(false);
+  ftm__trace_postfork();
 }
 static void ftm__postfork_child(void) {
   ftm__heap_postfork_child();
@@ -37,6 +40,7 @@ static void ftm__postfork_child(void) {
   ftm__weakref_postfork();
   ftm__intern_postfork();
   ftm__gc_postfork(true);
+  ftm__trace_postfork();
 }
 
 void ftm__init_slow(void) {
@@ -61,6 +65,7 @@ void ftm__init_slow(void) {
 __attribute__((constructor(101))) static void ftm__process_init(void) {
   ftm__init();
   if (ftm__option(FTM_OPTION_VERBOSE)) ftm_options_print();
+  ftm__trace_init_from_env();
 }
 
 __attribute__((destructor(101))) static void ftm__process_done(void) {

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "object_internal.h"
+#include "trace_internal.h"
 
 static _Atomic uint32_t ftm__freelist_types;
 static void ftm__type_register(const ftm_type *t);
@@ -171,7 +172,18 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
   return o;
 }
 
-ftm_object *ftm_new(ftm_type *t) { return ftm__new(t, t->basic_size); }
+/* Tracing: the object's block, under the caller of ftm_new. */
+static ftm_noinline void ftm__new_traced(ftm_object *o, size_t size, void *ra) {
+  if (o == NULL) return;
+  size_t gc = (o->ob_type->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0;
+  ftm__trace_record(ftm__obj_block(o), size + gc, ra);
+}
+
+ftm_object *ftm_new(ftm_type *t) {
+  ftm_object *o = ftm__new(t, t->basic_size);
+  if (ftm__tracing()) ftm__new_traced(o, t->basic_size, __builtin_return_address(0));
+  return o;
+}
 
 ftm_object *ftm_new_var(ftm_type *t, size_t nitems) {
   size_t items, size;
@@ -182,6 +194,7 @@ ftm_object *ftm_new_var(ftm_type *t, size_t nitems) {
   }
   ftm_varobject *v = (ftm_varobject *)ftm__new(t, size);
   if (v != NULL) v->ob_size = nitems;
+  if (ftm__tracing()) ftm__new_traced((ftm_object *)v, size, __builtin_return_address(0));
   return (ftm_object *)v;
 }
 
@@ -201,6 +214,9 @@ void ftm__object_free_memory(ftm_object *o) {
   uint8_t flags = ftm_atomic_load_relaxed(&o->ob_flags);
   const ftm_type *t = o->ob_type;
   ftm_counter_add(&ts->freed, 1);
+  /* dead now, whether the block goes to a free list, a grace period or
+   * the heap */
+  if (ftm__tracing()) ftm__trace_forget(ftm__obj_block(o));
   /* relaxed: set before the collector's start handshake, which this
    * thread answered before it could free anything the collector reads */
   if ((flags & FTM_OBF_SHARED) || ftm_atomic_load_relaxed(&ftm__gc_defer)) {

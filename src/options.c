@@ -15,7 +15,9 @@
   X(VERBOSE, "VERBOSE", 0, "report failed OS calls and warnings on stderr")             \
   X(PURGE_DELAY, "PURGE_DELAY", 20, "ms a free page stays before it is returned to the OS") \
   X(PURGE_THREAD, "PURGE_THREAD", 1, "start a purger thread so idle programs return memory") \
-  X(LARGE_CACHE, "LARGE_CACHE", 16, "freed large mappings kept for reuse (max 64)")
+  X(LARGE_CACHE, "LARGE_CACHE", 16, "freed large mappings kept for reuse (max 64)")               \
+  X(TRACE, "TRACE", 0, "trace allocations from the start, keeping this many frames (0: off)")  \
+  X(TRACE_SAMPLE, "TRACE_SAMPLE", 0, "with TRACE: sample one allocation per this many bytes (0: all)")
 
 typedef struct {
   const char *name;

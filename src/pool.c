@@ -49,6 +49,7 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->free = pool->local_free = NULL;
   pool->used = 0;
   pool->key = key;
+  ftm_atomic_store_relaxed(&pool->xtraced, 0);
   ftm__track_noaccess(ftm__pool_start(pool), bytes); /* every block, until handed out */
 }
 

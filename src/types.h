@@ -94,6 +94,11 @@ typedef struct ftm__pool_s {
   uint8_t in_full;    /* owner only: parked on the heap's full queue */
   uint8_t fresh;      /* large: the block's memory is known to be zero */
   uint8_t guarded;    /* FTMEM_SECURE: the pool's last page is PROT_NONE */
+  /* a traced block was handed out from it since ftm__pool_init: frees
+   * look the trace table up (trace.c).  Set by the allocating thread,
+   * read by any freer (relaxed: the freer got the block through the
+   * program's own synchronisation with that allocation) */
+  _Atomic uint8_t xtraced;
   /* -- shared -- */
   ftm_remote_list_t thread_free; /* remote frees + FULL/NOTIFYING */
   /* owner heap; NULL when abandoned or free.  Written by the owner (and

@@ -21,6 +21,8 @@ static const struct {
     {FTM_OPTION_PURGE_DELAY, "FTMEM_PURGE_DELAY", "purge_delay", 20},
     {FTM_OPTION_PURGE_THREAD, "FTMEM_PURGE_THREAD", "purge_thread", 1},
     {FTM_OPTION_LARGE_CACHE, "FTMEM_LARGE_CACHE", "large_cache", 16},
+    {FTM_OPTION_TRACE, "FTMEM_TRACE", "trace", 0},
+    {FTM_OPTION_TRACE_SAMPLE, "FTMEM_TRACE_SAMPLE", "trace_sample", 0},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
 
