@@ -21,17 +21,24 @@ static inline void *ftm__malloc(size_t size) {
   return ftm__malloc_generic(heap, size, 0);
 }
 
-FTM_API void *ftm_malloc(size_t size) {
+/* malloc while tracing: out of line, so that the untraced path below
+ * keeps its tail calls and needs no stack frame (the hook after the
+ * allocation would cost ftm_malloc a frame: 9 instructions per call) */
+static ftm_noinline void *ftm__malloc_traced(size_t size, void *ra) {
   void *p = ftm__malloc(size);
-  ftm__track_alloc(p, size, 0, 0); /* nothing unless FTMEM_TRACK */
-  if (ftm__tracing()) ftm__trace_record(p, size, FTM_RA);
+  ftm__track_alloc(p, size, 0, 0);
+  ftm__trace_record(p, size, ra);
   return p;
 }
 
-FTM_API void ftm_free(void *p) {
-  if (ftm__tracing()) ftm__trace_forget(p); /* before the block can be reused */
-  ftm__free_fast(p);
+FTM_API void *ftm_malloc(size_t size) {
+  if (ftm__trace_wants(size)) return ftm__malloc_traced(size, FTM_RA);
+  void *p = ftm__malloc(size);
+  ftm__track_alloc(p, size, 0, 0); /* nothing unless FTMEM_TRACK */
+  return p;
 }
+
+FTM_API void ftm_free(void *p) { ftm__free_fast(p); /* forgets a traced block */ }
 
 FTM_API void ftm_free_sized(void *p, size_t size) {
 #if defined(FTMEM_DEBUG)
@@ -40,7 +47,6 @@ FTM_API void ftm_free_sized(void *p, size_t size) {
 #else
   (void)size;
 #endif
-  if (ftm__tracing()) ftm__trace_forget(p);
   ftm__free_fast(p);
 }
 
@@ -53,7 +59,7 @@ FTM_API void *ftm_calloc(size_t count, size_t size) {
   void *p = ftm__malloc(total);
   if (p == NULL) return NULL;
   ftm__track_alloc(p, total, 0, 0);
-  if (ftm__tracing()) ftm__trace_record(p, total, FTM_RA);
+  ftm__trace_alloc_hook(p, total, FTM_RA);
   ftm__pool *pool = ftm__pagemap_lookup(p);
   /* a large block just mapped is zero already; don't touch its pages */
   if (pool->kind == FTM_POOL_LARGE && pool->fresh) {
@@ -95,11 +101,10 @@ FTM_API void *ftm_realloc(void *p, size_t size) {
   if (p == NULL) {
     p = ftm__malloc(size);
     ftm__track_alloc(p, size, 0, 0);
-    if (ftm__tracing()) ftm__trace_record(p, size, FTM_RA);
+    ftm__trace_alloc_hook(p, size, FTM_RA);
     return p;
   }
   if (size == 0) { /* as glibc: free and return NULL */
-    if (ftm__tracing()) ftm__trace_forget(p);
     ftm__free_fast(p);
     return NULL;
   }
@@ -111,7 +116,7 @@ FTM_API void *ftm_realloc(void *p, size_t size) {
   bool had = ftm__trace_take(p, &old, &gen);
   void *q = ftm__realloc(p, size);
   if (q == NULL && had) ftm__trace_put_back(&old, gen);
-  if (q != NULL) ftm__trace_record(q, size, FTM_RA);
+  ftm__trace_alloc_hook(q, size, FTM_RA);
   return q;
 }
 
@@ -132,7 +137,7 @@ static void *ftm__aligned(size_t alignment, size_t size, void *ra) {
   void *p = alignment <= FTM_MIN_ALIGN ? ftm__malloc(size)
                                        : ftm__malloc_generic(ftm__heap_get(), size, alignment);
   ftm__track_alloc(p, size, 0, 0);
-  if (ftm__tracing()) ftm__trace_record(p, size, ra);
+  ftm__trace_alloc_hook(p, size, ra);
   return p;
 }
 

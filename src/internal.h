@@ -246,9 +246,14 @@ static inline void *ftm__malloc_medium(ftm__heap *heap, size_t size) {
   return ftm__pool_pop(pool, b, &heap->stats.malloc_n[cls]);
 }
 
+ftm_internal void ftm__trace_forget(const void *p);
+
 static inline void ftm__free_fast(void *p) {
   ftm__pool *pool = ftm__pagemap_lookup(p);
   ftm__heap *heap = ftm__heap_get();
+  /* tracing: forget the trace before the block can be reused (only pools
+   * with live traced blocks are looked up) */
+  if (ftm_unlikely(pool != NULL && ftm_atomic_load_relaxed(&pool->xtraced))) ftm__trace_forget(p);
   if (ftm_likely(pool != NULL && ftm_atomic_load_relaxed(&pool->xlocal_owner) == heap &&
                  ftm__pool_is_block(pool, p))) {
     ftm__block *b = (ftm__block *)p;

@@ -173,15 +173,15 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
 }
 
 /* Tracing: the object's block, under the caller of ftm_new. */
-static ftm_noinline void ftm__new_traced(ftm_object *o, size_t size, void *ra) {
+static inline void ftm__new_traced(ftm_object *o, size_t size, void *ra) {
   if (o == NULL) return;
   size_t gc = (o->ob_type->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0;
-  ftm__trace_record(ftm__obj_block(o), size + gc, ra);
+  ftm__trace_alloc_hook(ftm__obj_block(o), size + gc, ra);
 }
 
 ftm_object *ftm_new(ftm_type *t) {
   ftm_object *o = ftm__new(t, t->basic_size);
-  if (ftm__tracing()) ftm__new_traced(o, t->basic_size, __builtin_return_address(0));
+  ftm__new_traced(o, t->basic_size, __builtin_return_address(0));
   return o;
 }
 
@@ -194,7 +194,7 @@ ftm_object *ftm_new_var(ftm_type *t, size_t nitems) {
   }
   ftm_varobject *v = (ftm_varobject *)ftm__new(t, size);
   if (v != NULL) v->ob_size = nitems;
-  if (ftm__tracing()) ftm__new_traced((ftm_object *)v, size, __builtin_return_address(0));
+  ftm__new_traced((ftm_object *)v, size, __builtin_return_address(0));
   return (ftm_object *)v;
 }
 

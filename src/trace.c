@@ -5,7 +5,8 @@
  * symbolize.c.
  *
  * Hot-path cost when off: every public allocation entry point tests one
- * global flag (ftm__trace_on, relaxed load); nothing else.
+ * global flag (ftm__trace_on, relaxed load), and the free fast path one
+ * byte of the pool descriptor it reads anyway (xtraced); nothing else.
  *
  * Concurrency.  Live traces sit in 64 shards (open addressing, linear
  * probing, deletion by backward shift), tracebacks in 16 interning shards;
@@ -16,10 +17,11 @@
  * its record: it read the generation when it interned its traceback and
  * compares it under the trace shard's lock before inserting.
  *
- * Free path: a block's pool records that a traced block was handed out
- * from it (xtraced, sticky until the pool is initialised again), so a free
- * looks the table up only for pools that ever had one — which keeps the
- * sampling mode's frees cheap.
+ * Free path: each pool counts its live traced blocks (xtraced), so a free
+ * looks the table up only in pools that have one — which keeps the
+ * sampling mode's frees cheap.  Every insert of a new entry raises its
+ * pool's count and every removal (a free, or a clear) lowers it, so the
+ * counts return to 0 once tracing stops.
  *
  * Reentrancy: a thread inside the tracer (or resolving symbols, whose
  * libraries call malloc) has ftm__trace_busy set; its allocations are not
@@ -219,26 +221,38 @@ static void ftm__traced_add(int64_t d) {
   }
 }
 
-/* Insert (or replace) e; false if a clear ran since gen or memory ran out. */
-static bool ftm__tr_insert(const ftm__trace_entry *e, uint64_t gen) {
+static void ftm__pool_traced(uintptr_t p, int d) {
+  ftm__pool *pool = ftm__pagemap_lookup((void *)p);
+  if (pool != NULL) ftm_atomic_fetch_add_relaxed(&pool->xtraced, (uint16_t)d);
+}
+
+/* Insert (or replace) e: 1 inserted, 0 replaced an entry for the same
+ * block, -1 dropped (a clear ran since gen, or memory ran out).  A new
+ * entry raises its pool's count before the block is handed out. */
+static int ftm__tr_insert(const ftm__trace_entry *e, uint64_t gen) {
   ftm__tr_shard *s = &ftm__trs[ftm__ptr_hash(e->ptr) >> 58];
   int64_t d = 0;
-  bool ok = false;
+  int ok = -1;
   ftm_spinlock_lock(&s->lock);
-  if (gen != ftm__trace_gen) goto out;
+  /* a stop stores the flag before it takes the locks: a recorder that
+   * saw tracing on but gets here after the stop's reset drops its record
+   * (and one whose traceback predates a reset has a stale gen) */
+  if (gen != ftm__trace_gen || !ftm_atomic_load_relaxed(&ftm__trace_on)) goto out;
   size_t j = ftm__tr_find(s, e->ptr);
   if (j != SIZE_MAX) { /* the same block recorded twice (an object's block) */
     d -= (int64_t)s->e[j].est;
     s->e[j] = *e;
+    ok = 0;
   } else {
     if (s->n * 2 >= s->cap && !ftm__tr_grow(s)) goto out;
     j = ftm__ptr_hash(e->ptr) & (s->cap - 1);
     while (s->e[j].ptr != 0) j = (j + 1) & (s->cap - 1);
     s->e[j] = *e;
     s->n++;
+    ftm__pool_traced(e->ptr, 1); /* under the lock: a clear sees entry and count together */
+    ok = 1;
   }
   d += (int64_t)e->est;
-  ok = true;
 out:
   ftm_spinlock_unlock(&s->lock);
   if (d != 0) ftm__traced_add(d);
@@ -257,6 +271,7 @@ bool ftm__trace_take(const void *p, ftm__trace_entry *out, uint64_t *gen) {
     if (out != NULL) *out = s->e[j];
     if (gen != NULL) *gen = ftm__trace_gen;
     est = (int64_t)s->e[j].est;
+    ftm__pool_traced(s->e[j].ptr, -1);
     ftm__tr_delete(s, j);
   }
   ftm_spinlock_unlock(&s->lock);
@@ -265,9 +280,7 @@ bool ftm__trace_take(const void *p, ftm__trace_entry *out, uint64_t *gen) {
 }
 
 /* Undo a take (a realloc that failed), unless a clear ran since. */
-void ftm__trace_put_back(const ftm__trace_entry *e, uint64_t gen) {
-  if (ftm__tr_insert(e, gen)) ftm__trace_mark_pool((void *)e->ptr);
-}
+void ftm__trace_put_back(const ftm__trace_entry *e, uint64_t gen) { (void)ftm__tr_insert(e, gen); }
 
 /* A copy of p's entry (under its shard lock); false when untraced. */
 bool ftm__trace_lookup(const void *p, ftm__trace_entry *out) {
@@ -305,6 +318,8 @@ static void ftm__trace_reset(void) {
   ftm__trace_gen++;
   for (unsigned i = 0; i < FTM_TR_SHARDS; i++) {
     ftm__tr_shard *s = &ftm__trs[i];
+    for (size_t j = 0; j < s->cap; j++) /* the blocks are live: their pools are there */
+      if (s->e[j].ptr != 0) ftm__pool_traced(s->e[j].ptr, -1);
     ftm__trace_unmap(s->e, s->cap * sizeof *s->e);
     s->e = NULL;
     s->cap = s->n = 0;
@@ -316,11 +331,6 @@ static void ftm__trace_reset(void) {
 }
 
 /* ---- recording ---------------------------------------------------------------- */
-void ftm__trace_mark_pool(void *p) {
-  ftm__pool *pool = ftm__pagemap_lookup(p);
-  if (pool != NULL && !ftm_atomic_load_relaxed(&pool->xtraced)) ftm_atomic_store_relaxed(&pool->xtraced, 1);
-}
-
 /* Exponential with mean `rate` (bytes until the next sample). */
 static int64_t ftm__sample_draw(size_t rate) {
   uint64_t x = ftm__random_fast();
@@ -347,13 +357,15 @@ void ftm__trace_record(void *p, size_t size, void *ra) {
   size_t est = size;
   size_t rate = ftm_atomic_load_relaxed(&ftm__trace_rate);
   if (rate != 0) {
+    /* ftm__trace_alloc_hook counted size off already and found the
+     * countdown run out — unless it was drawn for other settings (or never:
+     * a new thread's is 0), in which case this allocation starts afresh */
     uint32_t ep = ftm_atomic_load_relaxed(&ftm__trace_rate_epoch);
     if (ftm_unlikely(ftm__sample_epoch != ep)) {
       ftm__sample_epoch = ep;
-      ftm__sample_left = ftm__sample_draw(rate);
+      ftm__sample_left = ftm__sample_draw(rate) - (int64_t)size;
+      if (ftm__sample_left > 0) return;
     }
-    ftm__sample_left -= (int64_t)size;
-    if (ftm_likely(ftm__sample_left > 0)) return;
     ftm__sample_left = ftm__sample_draw(rate);
     /* sampled with probability 1 - exp(-size/rate): stands for 1/that */
     double prob = -expm1(-(double)size / (double)rate);
@@ -366,7 +378,7 @@ void ftm__trace_record(void *p, size_t size, void *ra) {
   ftm__tb *tb = ftm__tb_intern(pc, n, &gen);
   if (tb != NULL) {
     ftm__trace_entry e = {.ptr = (uintptr_t)p, .tb = tb, .size = size, .est = est};
-    if (ftm__tr_insert(&e, gen)) ftm__trace_mark_pool(p);
+    (void)ftm__tr_insert(&e, gen);
   }
   ftm__trace_busy--;
 }
@@ -402,8 +414,9 @@ int ftm_trace_start_sampled(int nframes, size_t sample_bytes) {
   ftm_atomic_store_relaxed(&ftm__trace_limit, nframes);
   ftm_atomic_store_relaxed(&ftm__trace_rate, sample_bytes);
   ftm_atomic_fetch_add_relaxed(&ftm__trace_rate_epoch, 1);
-  /* release: the settings above before the flag that makes hooks read them */
-  ftm_atomic_store_release(&ftm__trace_on, 1);
+  /* release: the settings above before the flag that makes hooks read
+   * them; 2 makes the hook count bytes down inline (sampling) */
+  ftm_atomic_store_release(&ftm__trace_on, sample_bytes ? 2 : 1);
   pthread_mutex_unlock(&ftm__trace_api_lock);
   return 0;
 #endif

@@ -49,10 +49,27 @@ FTM_TRACE_INTERNAL extern pthread_mutex_t ftm__trace_api_lock;
 
 /* the hooks: record a block handed out (p may be NULL), forget one freed */
 FTM_TRACE_INTERNAL void ftm__trace_record(void *p, size_t size, void *ra);
+
+/* ftm__trace_on: 0 off, 1 every allocation, 2 sampling.  Must an
+ * allocation of `size` bytes go to ftm__trace_record?  Sampling counts the
+ * bytes down inline and says yes only when the countdown runs out (about
+ * once per sample rate), so leaving it on costs a few instructions per
+ * allocation. */
+static inline bool ftm__trace_wants(size_t size) {
+#if !defined(FTMEM_NO_TRACE)
+  int on = __atomic_load_n(&ftm__trace_on, __ATOMIC_RELAXED);
+  return __builtin_expect(on != 0, 0) && (on != 2 || (ftm__trace_tls.sample_left -= (int64_t)size) <= 0);
+#else
+  (void)size;
+  return false;
+#endif
+}
+static inline void ftm__trace_alloc_hook(void *p, size_t size, void *ra) {
+  if (ftm__trace_wants(size)) ftm__trace_record(p, size, ra);
+}
 FTM_TRACE_INTERNAL void ftm__trace_forget(const void *p);
 FTM_TRACE_INTERNAL bool ftm__trace_take(const void *p, ftm__trace_entry *out, uint64_t *gen);
 FTM_TRACE_INTERNAL void ftm__trace_put_back(const ftm__trace_entry *e, uint64_t gen);
-FTM_TRACE_INTERNAL void ftm__trace_mark_pool(void *p);
 FTM_TRACE_INTERNAL bool ftm__trace_lookup(const void *p, ftm__trace_entry *out);
 FTM_TRACE_INTERNAL void ftm__trace_foreach(void (*fn)(const ftm__trace_entry *, void *), void *arg);
 FTM_TRACE_INTERNAL void ftm__trace_init_from_env(void);

@@ -83,6 +83,14 @@ typedef struct ftm__pool_s {
    * freers read it in their validity check */
   _Atomic uint32_t xcapacity;
   uint8_t div_shift;      /* trailing zero bits of block_size */
+  /* live traced blocks in it (trace.c): a free looks the trace table up
+   * only when this is not 0.  In the first cache line, beside what the
+   * free fast path reads anyway.  Raised by the allocating thread before
+   * the block is handed out, lowered by whoever frees a traced block;
+   * relaxed: a freer got its block through the program's own
+   * synchronisation with that allocation, so it sees that block's raise.
+   * 16 bits: a pool holds at most 32768 blocks */
+  _Atomic uint16_t xtraced;
   /* Gate of the local free fast path: the owner heap while the pool sits in
    * one of its class queues, NULL when parked full, abandoned or large.
    * Written by the owner, read by any thread (relaxed). */
@@ -94,11 +102,7 @@ typedef struct ftm__pool_s {
   uint8_t in_full;    /* owner only: parked on the heap's full queue */
   uint8_t fresh;      /* large: the block's memory is known to be zero */
   uint8_t guarded;    /* FTMEM_SECURE: the pool's last page is PROT_NONE */
-  /* a traced block was handed out from it since ftm__pool_init: frees
-   * look the trace table up (trace.c).  Set by the allocating thread,
-   * read by any freer (relaxed: the freer got the block through the
-   * program's own synchronisation with that allocation) */
-  _Atomic uint8_t xtraced;
+
   /* -- shared -- */
   ftm_remote_list_t thread_free; /* remote frees + FULL/NOTIFYING */
   /* owner heap; NULL when abandoned or free.  Written by the owner (and
