@@ -11,6 +11,7 @@ packages=(
   cmake make gcc libc6-dev clang pkg-config # toolchain (gcc ships the ASan/TSan runtimes)
   libck-dev liburcu-dev                     # Concurrency Kit, userspace RCU
   libdw-dev                                 # elfutils: traced call sites to file and line
+  graphviz                                  # tests render ftm_refgraph_dump with dot
   libcriterion-dev                          # unit tests
   python3 valgrind libgc-dev                # override tests, memory checks
   time libpython3.11-testsuite sqlite3 git memcached binutils # tests/realprog

@@ -121,6 +121,7 @@ typedef enum ftm_option_e {
     FTM_OPTION_LARGE_CACHE,  /* FTMEM_LARGE_CACHE=<n>: large mappings kept for reuse (default 16) */
     FTM_OPTION_TRACE,        /* FTMEM_TRACE=<nframes>: trace allocations from the start (ftmem/trace.h) */
     FTM_OPTION_TRACE_SAMPLE, /* FTMEM_TRACE_SAMPLE=<bytes>: with FTMEM_TRACE, sample one per <bytes> */
+    FTM_OPTION_LEAK_REPORT,  /* FTMEM_LEAK_REPORT=1: print ftm_leak_report on stderr at exit */
     FTM_OPTION__COUNT
 } ftm_option_t;
 
@@ -137,5 +138,6 @@ FTM_API size_t ftm_good_size(size_t size); /* block size a request gets */
 #include "ftmem/object.h" /* managed objects, biased reference counting */
 #include "ftmem/gc.h"     /* the cycle collector */
 #include "ftmem/trace.h"  /* allocation tracing, snapshots, statistics */
+#include "ftmem/inspect.h" /* census, deep sizes, reference graphs, leak report */
 
 #endif /* FTMEM_H */

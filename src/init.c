@@ -70,6 +70,7 @@ __attribute__((constructor(101))) static void ftm__process_init(void) {
 
 __attribute__((destructor(101))) static void ftm__process_done(void) {
   if (ftm__option(FTM_OPTION_SHOW_STATS)) ftm_stats_print(stderr);
+  if (ftm__option(FTM_OPTION_LEAK_REPORT)) ftm_leak_report(stderr);
 }
 
 static void ftm__vwrite(const char *prefix, const char *fmt, va_list ap) {

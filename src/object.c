@@ -24,7 +24,7 @@
 #include "trace_internal.h"
 
 static _Atomic uint32_t ftm__freelist_types;
-static void ftm__type_register(const ftm_type *t);
+static void ftm__type_register(ftm_type *t);
 /* written once per index before the type is published (release below) */
 bool ftm__freelist_is_gc[FTM_MAX_FREELIST_TYPES];
 
@@ -82,10 +82,19 @@ int ftm_type_ready(ftm_type *t) {
 static const ftm_type *_Atomic ftm__types[FTM_MAX_KNOWN_TYPES];
 static _Atomic uint32_t ftm__ntypes;
 
-static void ftm__type_register(const ftm_type *t) {
+static void ftm__type_register(ftm_type *t) {
   uint32_t i = ftm_atomic_fetch_add_relaxed(&ftm__ntypes, 1);
+  t->ftm_type_index = i; /* published with ftm_ready below */
   /* release: pairs with the acquire in ftm__type_known */
   if (i < FTM_MAX_KNOWN_TYPES) ftm_atomic_store_release(&ftm__types[i], t);
+}
+
+const ftm_type *ftm__type_at(uint32_t n) {
+  return n < FTM_MAX_KNOWN_TYPES ? ftm_atomic_load_acquire(&ftm__types[n]) : NULL;
+}
+uint32_t ftm__type_count(void) {
+  uint32_t n = ftm_atomic_load_relaxed(&ftm__ntypes);
+  return n < FTM_MAX_KNOWN_TYPES ? n : FTM_MAX_KNOWN_TYPES;
 }
 
 bool ftm__type_known(const ftm_type *t) {
@@ -164,6 +173,7 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
   ftm__header_init(o, t, ftm__tid);
   ftm__zero_body(o, size);
   ftm_counter_add(&ts->created, 1);
+  ftm__census_add(ts, t, 1, (int64_t)(size + ((t->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0)));
   if ((t->flags & FTM_TYPE_GC) && ftm_unlikely(!ftm__gc_track_new(ts, o))) {
     ftm_free(ftm__obj_block(o));
     errno = ENOMEM;
@@ -214,6 +224,7 @@ void ftm__object_free_memory(ftm_object *o) {
   uint8_t flags = ftm_atomic_load_relaxed(&o->ob_flags);
   const ftm_type *t = o->ob_type;
   ftm_counter_add(&ts->freed, 1);
+  ftm__census_add(ts, t, -1, -(int64_t)ftm__obj_bytes(o));
   /* dead now, whether the block goes to a free list, a grace period or
    * the heap */
   if (ftm__tracing()) ftm__trace_forget(ftm__obj_block(o));
@@ -347,6 +358,7 @@ void ftm__dealloc(ftm_object *o) {
                  ts->dealloc_depth < FTM_TRASH_DEPTH && !FTM_CHECK_OBJECTS &&
                  !ftm_atomic_load_relaxed(&ftm__gc_defer))) {
     if (t->flags & FTM_TYPE_GC) ftm__gc_untrack_dying(ts, o);
+    size_t bytes = ftm__obj_bytes(o); /* before clear/dealloc touch the object */
     bool callbacks = t->clear != NULL || t->dealloc != NULL;
     if (callbacks) {
       ts->dealloc_depth++;
@@ -355,7 +367,9 @@ void ftm__dealloc(ftm_object *o) {
       ts->dealloc_depth--;
     }
     ftm_counter_add(&ts->freed, 1);
-    uint32_t fi = t->ftm_freelist_index;
+    ftm__census_add(ts, t, -1, -(int64_t)bytes);
+    if (ftm__tracing()) ftm__trace_forget(ftm__obj_block(o));
+    uint32_t fi = FTM_TRACK ? UINT32_MAX : t->ftm_freelist_index; /* tracked: the tool sees each death */
     ftm__freelist *fl = fi < FTM_MAX_FREELIST_TYPES ? &ts->freelists[fi] : NULL;
     if (fl != NULL && fl->n < t->freelist_max) { /* freelist_max set by ftm_type_ready */
       o->ob_type = (const ftm_type *)(uintptr_t)fl->head;

@@ -29,6 +29,7 @@
 #define FTM_FREELIST_DEFAULT 80
 #define FTM_BAG_N 126
 #define FTM_BRC_BACKLOG 1024 /* queue length at which a detached owner is merged for */
+#define FTM_CENSUS_TYPES 256 /* census rows; types past the last share it */
 #define FTM_BRC_SPARE 1024   /* queue entries without a node, for when none can be allocated */
 #define FTM_TRASH_DEPTH 64   /* nested deallocations before they are queued */
 #define FTM_TRASH_FIRST 32   /* queued deallocations the tstate holds itself */
@@ -141,6 +142,10 @@ typedef struct ftm__tstate_s {
   /* statistics: written by the owner only */
   ftm_counter_t created, freed, freelist_hits, queued, merged, merged_for_others,
       deferred_frees, deferred_queued;
+  /* census (census.c): objects and bytes created minus freed by this
+   * thread, per type row; written by the owner only, summed by anyone
+   * (wrapping: a thread may free more of a type than it made) */
+  ftm_counter_t census_n[FTM_CENSUS_TYPES], census_b[FTM_CENSUS_TYPES];
   /* -- read by other threads; keep last: the pages of xspare are touched
    * only out of memory, so they cost address space, not memory -- */
   _Atomic uint32_t xnspare;  /* objects in xspare (approximate) */
@@ -228,6 +233,21 @@ ftm_internal void ftm__gc_thread_leave(ftm__tstate *ts);
 ftm_internal extern _Atomic uint64_t ftm__gc_hs_seq;
 ftm_internal extern _Atomic int ftm__gc_defer; /* object memory goes through epoch bags */
 ftm_internal extern bool ftm__freelist_is_gc[FTM_MAX_FREELIST_TYPES];
+/* The type registered n-th (ftm_type_ready), NULL past the end. */
+ftm_internal const ftm_type *ftm__type_at(uint32_t n);
+ftm_internal uint32_t ftm__type_count(void);
+/* Bytes of o's block as ftm_new sized it (GC head included). */
+static inline size_t ftm__obj_bytes(const ftm_object *o) {
+  const ftm_type *t = o->ob_type;
+  size_t n = t->basic_size + ((t->flags & FTM_TYPE_GC) ? FTM_GC_HEAD : 0);
+  if (t->item_size) n += t->item_size * ((const ftm_varobject *)o)->ob_size;
+  return n;
+}
+static inline void ftm__census_add(ftm__tstate *ts, const ftm_type *t, int64_t n, int64_t bytes) {
+  uint32_t r = t->ftm_type_index < FTM_CENSUS_TYPES ? t->ftm_type_index : FTM_CENSUS_TYPES - 1;
+  ftm_counter_add(&ts->census_n[r], (uint64_t)n);
+  ftm_counter_add(&ts->census_b[r], (uint64_t)bytes);
+}
 #define FTM_GC_COUNT_BATCH 64
 
 /* ---- epochs (epoch.c) ---- */

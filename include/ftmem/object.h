@@ -132,6 +132,7 @@ struct ftm_type {
   /* set by ftmem; zero-initialise */
   _Atomic uint32_t ftm_ready;
   uint32_t ftm_freelist_index;
+  uint32_t ftm_type_index; /* its row in the census (ftmem/inspect.h) */
 };
 
 /* Check a type once (ftm_new does it on first use): 0, or -1 with
