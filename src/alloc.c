@@ -31,6 +31,13 @@ static ftm_noinline void *ftm__malloc_traced(size_t size, void *ra) {
   return p;
 }
 
+/* For ftm_new, which records the object itself under its own caller. */
+void *ftm__malloc_untraced(size_t size) {
+  void *p = ftm__malloc(size);
+  ftm__track_alloc(p, size, 0, 0);
+  return p;
+}
+
 FTM_API void *ftm_malloc(size_t size) {
   if (ftm__trace_wants(size)) return ftm__malloc_traced(size, FTM_RA);
   void *p = ftm__malloc(size);

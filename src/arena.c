@@ -146,6 +146,7 @@ static void ftm__arena_slices_free(ftm__arena *a, uint64_t m) {
 /* Give a pool's slices back to its arena. */
 void ftm__arena_pool_free(ftm__pool *pool) {
   uint32_t i = pool->index - 1;
+  if (pool->kind == FTM_POOL_SMALL) ftm_atomic_fetch_sub_relaxed(&ftm__class_pools[pool->cls], 1);
   pool->guarded = 0; /* the guard page itself stays (see ftm__arena_set_guards) */
   ftm__pagemap_set(ftm__pool_start(pool), (size_t)pool->span * FTM_SLICE_SIZE, NULL);
   ftm_atomic_store_relaxed(&pool->xheap, NULL);

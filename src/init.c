@@ -66,9 +66,11 @@ __attribute__((constructor(101))) static void ftm__process_init(void) {
   ftm__init();
   if (ftm__option(FTM_OPTION_VERBOSE)) ftm_options_print();
   ftm__trace_init_from_env();
+  ftm__report_init_from_env();
 }
 
 __attribute__((destructor(101))) static void ftm__process_done(void) {
+  ftm__report_at_exit();
   if (ftm__option(FTM_OPTION_SHOW_STATS)) ftm_stats_print(stderr);
   if (ftm__option(FTM_OPTION_LEAK_REPORT)) ftm_leak_report(stderr);
 }

@@ -100,6 +100,7 @@ ftm_internal void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key);
 ftm_internal bool ftm__pool_extend(ftm__pool *pool);
 ftm_internal void ftm__pool_collect(ftm__pool *pool);
 ftm_internal unsigned ftm__pool_span(unsigned cls);
+ftm_internal extern _Atomic uint32_t ftm__class_pools[FTM_CLASSES]; /* pools initialised, not yet freed */
 ftm_internal ftm_noreturn void ftm__invalid_free(const void *p, const char *what);
 ftm_internal ftm_noreturn void ftm__double_free(const void *p, const char *what);
 
@@ -116,6 +117,7 @@ static inline ftm__heap *ftm__heap_get(void) { return ftm__heap_tls; }
 
 ftm_internal void *ftm__malloc_generic(ftm__heap *heap, size_t size, size_t align);
 ftm_internal void ftm__free_slow(void *p, ftm__pool *pool, ftm__heap *heap);
+ftm_internal void *ftm__malloc_untraced(size_t size); /* ftm_malloc without the tracing hook */
 ftm_internal void ftm__heap_retire(ftm__heap *heap, ftm__pool *pool);
 ftm_internal void ftm__heap_collect(ftm__heap *heap, bool force);
 ftm_internal void ftm__heap_thread_done(void *heap);
@@ -141,6 +143,15 @@ ftm_internal void ftm__purge_maybe_start(void);
 ftm_internal void ftm__purge_now(bool force);
 ftm_internal void ftm__purge_prefork(void);
 ftm_internal void ftm__purge_postfork(bool child);
+
+/* ---- Statistics per size class (stats.c), for the report (report.c) ---- */
+typedef struct {
+  uint32_t block_size, pools;
+  uint64_t blocks_total, blocks_used, mallocs, frees;
+} ftm__class_stat;
+ftm_internal void ftm__class_stats(ftm__class_stat out[FTM_CLASSES]);
+ftm_internal void ftm__report_init_from_env(void);
+ftm_internal void ftm__report_at_exit(void);
 
 /* ---- Process set-up (init.c) --------------------------------------------- */
 ftm_internal extern _Atomic int ftm__init_state; /* 0 none, 1 running, 2 done */

@@ -165,7 +165,7 @@ static inline ftm_object *ftm__new(ftm_type *t, size_t size) {
       b = ftm__malloc_small(heap, bsize);
       ftm__track_alloc(b, (bsize + 7) & ~(size_t)7, 0, 0); /* ftm__zero_body stores words */
     } else {
-      b = ftm_malloc((bsize + 7) & ~(size_t)7);
+      b = ftm__malloc_untraced((bsize + 7) & ~(size_t)7); /* ftm_new records it */
     }
     if (ftm_unlikely(b == NULL)) return NULL;
     o = (ftm_object *)(b + (bsize - size));

@@ -18,7 +18,8 @@
   X(LARGE_CACHE, "LARGE_CACHE", 16, "freed large mappings kept for reuse (max 64)")               \
   X(TRACE, "TRACE", 0, "trace allocations from the start, keeping this many frames (0: off)")  \
   X(TRACE_SAMPLE, "TRACE_SAMPLE", 0, "with TRACE: sample one allocation per this many bytes (0: all)") \
-  X(LEAK_REPORT, "LEAK_REPORT", 0, "print what is still alive at exit (census, allocation sites)")
+  X(LEAK_REPORT, "LEAK_REPORT", 0, "print what is still alive at exit (census, allocation sites)") \
+  X(REPORT_INTERVAL, "REPORT_INTERVAL", 100, "with FTMEM_REPORT=<path>: ms between memory samples")
 
 typedef struct {
   const char *name;

@@ -21,6 +21,8 @@ _Static_assert(FTM_MED(32) == 640 && FTM_MED(35) == 1024 && FTM_MED(63) == 13107
 
 /* Slices per pool: at least 8 blocks per pool up to 32 KiB blocks, at
  * least 4 above (a 512 KiB pool for 128 KiB blocks). */
+_Atomic uint32_t ftm__class_pools[FTM_CLASSES];
+
 unsigned ftm__pool_span(unsigned cls) {
   uint32_t bs = ftm__class_size[cls];
   return bs <= 8192 ? 1 : bs <= 32768 ? 4 : 8;
@@ -50,6 +52,7 @@ void ftm__pool_init(ftm__pool *pool, unsigned cls, uint64_t key) {
   pool->used = 0;
   pool->key = key;
   ftm_atomic_store_relaxed(&pool->xtraced, 0);
+  ftm_atomic_fetch_add_relaxed(&ftm__class_pools[cls], 1); /* the report's pools per class */
   ftm__track_noaccess(ftm__pool_start(pool), bytes); /* every block, until handed out */
 }
 

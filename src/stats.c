@@ -38,6 +38,21 @@ static void ftm__gather(ftm__class_counts counts[FTM_CLASSES + 1], uint64_t *thr
   if (threads) *threads = live;
 }
 
+void ftm__class_stats(ftm__class_stat out[FTM_CLASSES]) {
+  ftm__class_counts counts[FTM_CLASSES + 1];
+  ftm__gather(counts, NULL);
+  for (unsigned c = 0; c < FTM_CLASSES; c++) {
+    uint32_t pools = ftm_atomic_load_relaxed(&ftm__class_pools[c]);
+    uint64_t per_pool = (uint64_t)ftm__pool_span(c) * FTM_SLICE_SIZE / ftm__class_size[c];
+    out[c] = (ftm__class_stat){.block_size = ftm__class_size[c],
+                               .pools = pools,
+                               .blocks_total = pools * per_pool,
+                               .blocks_used = counts[c].mallocs > counts[c].frees ? counts[c].mallocs - counts[c].frees : 0,
+                               .mallocs = counts[c].mallocs,
+                               .frees = counts[c].frees};
+  }
+}
+
 FTM_API void ftm_stats_get(ftm_stats_t *out) {
   ftm__class_counts counts[FTM_CLASSES + 1];
   uint64_t threads;
@@ -62,6 +77,7 @@ FTM_API void ftm_stats_get(ftm_stats_t *out) {
   out->committed = out->active + out->dirty;
   out->mapped = ftm_atomic_load_relaxed(&ftm__os_mapped);
   out->rss = ftm__os_rss(&out->peak_rss);
+  ftm_trace_get_traced_memory(&out->requested_live, NULL); /* 0 unless tracing */
   out->arenas = ftm_atomic_load_relaxed(&ftm__arena_count);
   out->purges = ftm_atomic_load_relaxed(&ftm__os_purges);
   out->threads = threads;

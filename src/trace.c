@@ -126,6 +126,9 @@ static ftm__tb *ftm__tb_intern(const uintptr_t *pc, int n, uint64_t *gen) {
   ftm__tb *found = NULL;
   ftm_spinlock_lock(&s->lock);
   *gen = ftm__trace_gen;
+  /* stopped meanwhile (the stop clears the flag before taking the locks):
+   * nothing to intern, and no table to map after the stop's reset */
+  if (!ftm_atomic_load_relaxed(&ftm__trace_on)) goto out;
   if (s->n * 2 >= s->cap && !ftm__tb_grow(s)) goto out;
   size_t j = h & (s->cap - 1);
   for (ftm__tb *t; (t = s->slot[j]) != NULL; j = (j + 1) & (s->cap - 1)) {
@@ -254,8 +257,9 @@ static int ftm__tr_insert(const ftm__trace_entry *e, uint64_t gen) {
   }
   d += (int64_t)e->est;
 out:
-  ftm_spinlock_unlock(&s->lock);
+  /* under the lock: a clear (all locks held) zeroes the total with the table */
   if (d != 0) ftm__traced_add(d);
+  ftm_spinlock_unlock(&s->lock);
   return ok;
 }
 
@@ -273,9 +277,9 @@ bool ftm__trace_take(const void *p, ftm__trace_entry *out, uint64_t *gen) {
     est = (int64_t)s->e[j].est;
     ftm__pool_traced(s->e[j].ptr, -1);
     ftm__tr_delete(s, j);
+    ftm__traced_add(-est); /* under the lock, as in ftm__tr_insert */
   }
   ftm_spinlock_unlock(&s->lock);
-  if (found) ftm__traced_add(-est);
   return found;
 }
 
@@ -448,7 +452,9 @@ void ftm_trace_get_traced_memory(size_t *current, size_t *peak) {
 }
 
 void ftm_trace_reset_peak(void) {
+  pthread_mutex_lock(&ftm__trace_api_lock); /* not across a clear */
   ftm_atomic_store_relaxed(&ftm__traced_peak, ftm_atomic_load_relaxed(&ftm__traced_current));
+  pthread_mutex_unlock(&ftm__trace_api_lock);
 }
 
 void ftm_trace_clear_traces(void) {
@@ -466,8 +472,10 @@ int ftm_trace_get_object_traceback(const void *p, ftm_trace_frame *out, int max)
   }
   pthread_mutex_lock(&ftm__trace_api_lock);
   ftm__trace_entry e;
-  /* an object: its block may start at its GC head */
-  bool found = ftm__trace_lookup(p, &e) || ftm__trace_lookup((const char *)p - 16, &e);
+  /* an object: its block may start at its GC head, 16 bytes before it —
+   * but only a block longer than 16 bytes there covers p (a 16-byte
+   * neighbour ends where p starts) */
+  bool found = ftm__trace_lookup(p, &e) || (ftm__trace_lookup((const char *)p - 16, &e) && e.size > 16);
   int n = -1;
   if (found) {
     n = e.tb->n < max ? e.tb->n : max;
