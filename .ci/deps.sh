@@ -12,6 +12,7 @@ packages=(
   libck-dev liburcu-dev                     # Concurrency Kit, userspace RCU
   libdw-dev                                 # elfutils: traced call sites to file and line
   graphviz                                  # tests render ftm_refgraph_dump with dot
+  chromium                                  # tests/report renders the HTML report headless
   libcriterion-dev                          # unit tests
   python3 valgrind libgc-dev                # override tests, memory checks
   time libpython3.11-testsuite sqlite3 git memcached binutils # tests/realprog

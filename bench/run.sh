@@ -113,7 +113,7 @@ done
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
 # ---- Packages ---------------------------------------------------------------
-need_pkgs=(cmake make gcc pkg-config libck-dev time coreutils
+need_pkgs=(cmake make gcc pkg-config libck-dev libdw-dev time coreutils
            libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 python3 python3-matplotlib)
 [[ $do_callgrind == 1 ]] && need_pkgs+=(valgrind)
 missing=()
@@ -374,4 +374,22 @@ if [[ -z $only ]]; then
   else
     log "collector benchmarks failed (see $raw/gc.log)"
   fi
+fi
+
+# ---- The heap report of the example runtime (ftmem/report.h) ------------------
+# A workload of examples/runtime runs with tracing and the report sampler
+# on; tools/ftmem-report turns the JSON into one HTML page (pools per size
+# class, arenas, memory over time, GC pauses, top allocation sites, census).
+if cmake --build "$build_dir" -j2 --target rt_demo >"$raw/build-rt_demo.log" 2>&1; then
+  FTMEM_REPORT="$out_dir/report.json" FTMEM_REPORT_INTERVAL=2 FTMEM_TRACE=8 \
+    "$build_dir/examples/runtime/rt_demo" >"$raw/rt_demo.log" 2>&1 || log "rt_demo failed (see $raw/rt_demo.log)"
+  if page=$("$py" "$root/tools/ftmem-report" "$out_dir/report.json" -o "$out_dir/report.html" \
+              --massif "$out_dir/report.massif" --collapsed "$out_dir/report.folded"); then
+    log "heap report of the example runtime: $page"
+    echo "heap report: $page"
+  else
+    log "ftmem-report failed"
+  fi
+else
+  log "rt_demo did not build (see $raw/build-rt_demo.log): no heap report"
 fi

@@ -81,7 +81,7 @@ FTM_API void ftm_collect(bool force);
 
 typedef struct ftm_stats_s {
     size_t allocated;      /* bytes in live blocks (block sizes, not requests) */
-    size_t requested_live; /* reserved for tracing; 0 unless tracing */
+    size_t requested_live; /* bytes asked for by traced live blocks; 0 unless tracing (ftmem/trace.h) */
     size_t active;         /* bytes in pools and large blocks in use */
     size_t committed;      /* bytes the OS may be backing: active + dirty */
     size_t dirty;          /* free bytes not yet returned to the OS */
@@ -122,6 +122,7 @@ typedef enum ftm_option_e {
     FTM_OPTION_TRACE,        /* FTMEM_TRACE=<nframes>: trace allocations from the start (ftmem/trace.h) */
     FTM_OPTION_TRACE_SAMPLE, /* FTMEM_TRACE_SAMPLE=<bytes>: with FTMEM_TRACE, sample one per <bytes> */
     FTM_OPTION_LEAK_REPORT,  /* FTMEM_LEAK_REPORT=1: print ftm_leak_report on stderr at exit */
+    FTM_OPTION_REPORT_INTERVAL, /* FTMEM_REPORT_INTERVAL=<ms>: with FTMEM_REPORT=<path>, sample every <ms> */
     FTM_OPTION__COUNT
 } ftm_option_t;
 
@@ -139,5 +140,6 @@ FTM_API size_t ftm_good_size(size_t size); /* block size a request gets */
 #include "ftmem/gc.h"     /* the cycle collector */
 #include "ftmem/trace.h"  /* allocation tracing, snapshots, statistics */
 #include "ftmem/inspect.h" /* census, deep sizes, reference graphs, leak report */
+#include "ftmem/report.h"  /* the JSON report for tools/ftmem-report */
 
 #endif /* FTMEM_H */

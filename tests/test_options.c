@@ -24,6 +24,7 @@ static const struct {
     {FTM_OPTION_TRACE, "FTMEM_TRACE", "trace", 0},
     {FTM_OPTION_TRACE_SAMPLE, "FTMEM_TRACE_SAMPLE", "trace_sample", 0},
     {FTM_OPTION_LEAK_REPORT, "FTMEM_LEAK_REPORT", "leak_report", 0},
+    {FTM_OPTION_REPORT_INTERVAL, "FTMEM_REPORT_INTERVAL", "report_interval", 100},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
 
