@@ -310,19 +310,34 @@ int ftm_report_write(const char *path) {
   return rc;
 }
 
-/* FTMEM_REPORT=<path>: sample from the start, write at exit. */
-static const char *ftm__report_path;
+/* FTMEM_REPORT=<path>: sample from the start, write at exit.  "%p" in
+ * the path is the process id (as in valgrind's --log-file), so programs
+ * that run others (a shell, a test runner) get one report each; a forked
+ * child that does not exec writes none (its parent's report is the one
+ * under that name). */
+static char ftm__report_path[4096];
+static pid_t ftm__report_pid;
 
 void ftm__report_init_from_env(void) {
   const char *p = getenv("FTMEM_REPORT");
   if (p == NULL || *p == 0) return;
-  ftm__report_path = p;
+  size_t o = 0;
+  for (; *p && o + 24 < sizeof ftm__report_path; p++) {
+    if (p[0] == '%' && p[1] == 'p') {
+      o += (size_t)snprintf(ftm__report_path + o, sizeof ftm__report_path - o, "%d", (int)getpid());
+      p++;
+    } else {
+      ftm__report_path[o++] = *p;
+    }
+  }
+  ftm__report_path[o] = 0;
+  ftm__report_pid = getpid();
   long ms = ftm__option(FTM_OPTION_REPORT_INTERVAL);
   if (ftm_report_start(ms > 0 ? (int)ms : 100) != 0) ftm__warning("FTMEM_REPORT=%s: the sampler did not start", p);
 }
 
 void ftm__report_at_exit(void) {
-  if (ftm__report_path == NULL) return;
+  if (ftm__report_path[0] == 0 || getpid() != ftm__report_pid) return;
   ftm__report_sample(); /* the last moment */
   if (ftm_report_write(ftm__report_path) != 0)
     fprintf(stderr, "ftmem: FTMEM_REPORT=%s: cannot write the report: %s\n", ftm__report_path, strerror(errno));

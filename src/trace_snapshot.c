@@ -69,8 +69,29 @@ static void ftm__map_free(ftm__map *m) {
   free(m->key);
   free(m->val);
 }
-/* key != 0; returns the slot's value pointer; *fresh when just inserted */
+static bool ftm__map_grow(ftm__map *m) {
+  ftm__map n = {.cap = m->cap * 2, .n = m->n};
+  n.key = calloc(n.cap, sizeof *n.key);
+  n.val = calloc(n.cap, sizeof *n.val);
+  if (n.key == NULL || n.val == NULL) {
+    ftm__map_free(&n);
+    return false;
+  }
+  for (size_t i = 0; i < m->cap; i++) {
+    if (m->key[i] == 0) continue;
+    size_t j = ftm__mix(m->key[i]) & (n.cap - 1);
+    while (n.key[j] != 0) j = (j + 1) & (n.cap - 1);
+    n.key[j] = m->key[i];
+    n.val[j] = m->val[i];
+  }
+  ftm__map_free(m);
+  *m = n;
+  return true;
+}
+/* key != 0; returns the slot's value pointer (NULL: out of memory);
+ * *fresh when just inserted.  Kept at most half full. */
 static uint32_t *ftm__map_get(ftm__map *m, uint64_t key, bool *fresh) {
+  if ((m->n + 1) * 2 > m->cap && !ftm__map_grow(m)) return NULL;
   size_t j = ftm__mix(key) & (m->cap - 1);
   while (m->key[j] != 0 && m->key[j] != key) j = (j + 1) & (m->cap - 1);
   *fresh = m->key[j] == 0;
@@ -149,6 +170,7 @@ static ftm_trace_snapshot *ftm__snapshot_locked(void) {
     const ftm__tb *t = c.tbp[i];
     bool fresh;
     uint32_t *ti = ftm__map_get(&tbmap, (uint64_t)(uintptr_t)t, &fresh);
+    if (ti == NULL) goto fail;
     if (fresh) {
       if (!ftm__reserve(&s->tb, &tbcap, s->ntb + 1, sizeof *s->tb, 256) ||
           !ftm__reserve(&s->tbf, &tbfcap, s->ntbf + t->n, sizeof *s->tbf, 1024))
@@ -157,6 +179,7 @@ static ftm_trace_snapshot *ftm__snapshot_locked(void) {
       for (int k = 0; k < t->n; k++) {
         bool pfresh;
         uint32_t *fi = ftm__map_get(&pcmap, t->pc[k] ? t->pc[k] : 1, &pfresh);
+        if (fi == NULL) goto fail;
         if (pfresh) {
           if (!ftm__reserve(&s->fr, &frcap, s->nfr + 1, sizeof *s->fr, 256)) goto fail;
           ftm_trace_frame f;
@@ -166,6 +189,7 @@ static ftm_trace_snapshot *ftm__snapshot_locked(void) {
           for (int w = 0; w < 2; w++) {
             bool sfresh;
             uint32_t *si = ftm__map_get(&strmap, (uint64_t)(uintptr_t)names[w], &sfresh);
+            if (si == NULL) goto fail;
             if (sfresh) {
               if (ftm__snap_str(s, names[w], &strcap) == NULL) goto fail;
               *si = (uint32_t)(s->nstr - 1);
@@ -349,6 +373,10 @@ static void ftm__group_add(ftm__grouping *G, uint64_t key, const ftm_trace_frame
                            bool with_line, double size, double count) {
   bool fresh;
   uint32_t *gi = ftm__map_get(&G->map, key, &fresh);
+  if (gi == NULL) {
+    G->failed = true;
+    return;
+  }
   if (fresh) {
     if (!ftm__reserve(&G->g, &G->cap, G->n + 1, sizeof *G->g, 256) ||
         !ftm__reserve(&G->fr, &G->frcap, G->nfr + (size_t)nframes, sizeof *G->fr, 256)) {

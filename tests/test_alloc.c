@@ -363,7 +363,7 @@ Test(alloc, good_size)
         void *q = ftm_malloc(g);
         cr_assert_not_null(p);
         cr_assert_not_null(q);
-#if defined(FTMEM_TEST_TRACK) /* usable_size answers the request there (src/track.h) */
+#if defined(FTMEM_TEST_TRACK_ASAN) /* usable_size answers the request there (src/track.h) */
         cr_assert_eq(ftm_usable_size(p), n);
         cr_assert_eq(ftm_usable_size(q), g);
 #else

@@ -429,3 +429,33 @@ Test(trace, threads_exact_total) {
   cr_assert_eq(cur, 0);
   cr_assert_gt(ftm_trace_get_tracer_memory(), 0);
 }
+
+/* 1,000 distinct call sites (return addresses): the snapshot's tables
+ * must grow past their first size.  (They did not: a
+ * snapshot of a program with over 512 sites spun for ever.) */
+#define SITE(i) v[n++] = ftm_malloc(16 + (i));
+#define SITES10(i) SITE(i) SITE(i + 1) SITE(i + 2) SITE(i + 3) SITE(i + 4) SITE(i + 5) SITE(i + 6) SITE(i + 7) SITE(i + 8) SITE(i + 9)
+#define SITES100(i) SITES10(i) SITES10(i + 10) SITES10(i + 20) SITES10(i + 30) SITES10(i + 40) \
+  SITES10(i + 50) SITES10(i + 60) SITES10(i + 70) SITES10(i + 80) SITES10(i + 90)
+
+Test(trace, many_sites_in_one_snapshot) {
+  static void *v[1000];
+  size_t n = 0;
+  cr_assert_eq(ftm_trace_start(1), 0);
+  SITES100(0) SITES100(100) SITES100(200) SITES100(300) SITES100(400)
+  SITES100(500) SITES100(600) SITES100(700) SITES100(800) SITES100(900)
+  ftm_trace_snapshot *s = ftm_trace_take_snapshot();
+  cr_assert_not_null(s);
+  cr_assert_geq(ftm_trace_snapshot_count(s), 1000);
+  /* the sites share one source line (one macro expansion): grouped, they
+   * are one statistic of 1,000 blocks */
+  ftm_trace_stats *st = ftm_trace_statistics(s, FTM_TRACE_BY_TRACEBACK, false);
+  cr_assert_not_null(st);
+  size_t blocks = 0;
+  for (size_t i = 0; i < ftm_trace_stats_len(st); i++)
+    if (ends_with(ftm_trace_stats_get(st, i)->frames[0].filename, "test_trace.c")) blocks += ftm_trace_stats_get(st, i)->count;
+  cr_assert_eq(blocks, 1000);
+  ftm_trace_stats_free(st);
+  ftm_trace_snapshot_free(s);
+  for (size_t i = 0; i < n; i++) ftm_free(v[i]);
+}

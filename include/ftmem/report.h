@@ -6,7 +6,9 @@
  *
  * FTMEM_REPORT=<path> in the environment samples memory every
  * FTMEM_REPORT_INTERVAL ms (default 100) from process start and writes
- * the report to <path> at exit.  Errors: 0, or -1 with errno.
+ * the report to <path> at exit ("%p" in the path: the process id, for
+ * programs that start others; a forked child that does not exec writes
+ * none).  Errors: 0, or -1 with errno.
  */
 #ifndef FTMEM_REPORT_H
 #define FTMEM_REPORT_H

@@ -39,7 +39,12 @@ page)
   ;;
 env)
   rm -f "$report"
-  FTMEM_REPORT="$report" FTMEM_REPORT_INTERVAL=5 FTMEM_TRACE=4 "$prog" env >/dev/null || fail "report_prog env failed"
+  FTMEM_REPORT="$report" FTMEM_REPORT_INTERVAL=5 FTMEM_TRACE=4 FTMEM_LEAK_REPORT=1 "$prog" env >/dev/null \
+    2>"$dir/stderr.txt" || fail "report_prog env failed"
+  # the leak report at exit: the census and the live allocation sites
+  grep -q '^ftmem: leak report: ' "$dir/stderr.txt" || fail "no leak report at exit"
+  grep -q '^list ' "$dir/stderr.txt" || fail "the leak report's census lacks the kept lists"
+  grep -q 'report_prog.c:[0-9]*: size=' "$dir/stderr.txt" || fail "the leak report lacks allocation sites"
   python3 - "$report" <<'PY' || fail "the report written at exit is wrong"
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -50,6 +55,29 @@ assert any(c["type"] == "list" for c in d["census"]), "no list in the census"
 assert d["trace"]["tracing"] and d["trace"]["top_lines"], "no trace statistics"
 assert any(c["blocks_used"] > 0 for c in d["size_classes"])
 print(f"check_report: env ok: {len(s)} samples, {len(d['gc']['collections'])} collections")
+PY
+  ;;
+preload)
+  # malloc through the override: a program that knows nothing of ftmem
+  lib=$5
+  rm -f "$dir"/py-*.json
+  # through `sh -c` (forks, then execs python3): %p names each process's report
+  FTMEM_REPORT="$dir/py-%p.json" FTMEM_TRACE=4 LD_PRELOAD="$lib" PYTHONMALLOC=malloc \
+    sh -c 'exec /usr/bin/python3 -c "x = [str(i) * 3 for i in range(50000)]; print(len(x))"' >"$dir/out.txt" \
+    || fail "python3 failed"
+  report=$(ls "$dir"/py-*.json 2>/dev/null | head -n 1)
+  [ -n "$report" ] || fail "no report written (FTMEM_REPORT with %p)"
+  grep -qx 50000 "$dir/out.txt" || fail "python3 printed $(cat "$dir/out.txt")"
+  python3 - "$report" <<'PY' || fail "the preloaded program's report is wrong"
+import json, sys
+d = json.load(open(sys.argv[1]))
+tr = d["trace"]
+# at exit python3 has freed its objects already: its peak shows the list
+assert tr["tracing"] and tr["peak"] > 2_000_000, tr["peak"]
+fns = {f["function"] for s in tr["top_lines"] for f in s["frames"]}
+assert any("Py" in f or "py" in f for f in fns), sorted(fns)[:10]
+assert sum(c["mallocs"] for c in d["size_classes"]) > 50000
+print(f"check_report: preload ok: python3 peaked at {tr['peak']} traced bytes")
 PY
   ;;
 exports)
