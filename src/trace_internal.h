@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "ftmem.h"
+#include "lockfree/atomic.h"
 
 #define FTM_TRACE_INTERNAL __attribute__((visibility("hidden")))
 
@@ -44,7 +45,7 @@ FTM_TRACE_INTERNAL extern pthread_mutex_t ftm__trace_api_lock;
 #if defined(FTMEM_NO_TRACE)
 #define ftm__tracing() false
 #else
-#define ftm__tracing() __builtin_expect(__atomic_load_n(&ftm__trace_on, __ATOMIC_RELAXED) != 0, 0)
+#define ftm__tracing() __builtin_expect(ftm_atomic_load_relaxed(&ftm__trace_on) != 0, 0)
 #endif
 
 /* the hooks: record a block handed out (p may be NULL), forget one freed */
@@ -57,7 +58,7 @@ FTM_TRACE_INTERNAL void ftm__trace_record(void *p, size_t size, void *ra);
  * allocation. */
 static inline bool ftm__trace_wants(size_t size) {
 #if !defined(FTMEM_NO_TRACE)
-  int on = __atomic_load_n(&ftm__trace_on, __ATOMIC_RELAXED);
+  int on = ftm_atomic_load_relaxed(&ftm__trace_on);
   return __builtin_expect(on != 0, 0) && (on != 2 || (ftm__trace_tls.sample_left -= (int64_t)size) <= 0);
 #else
   (void)size;

@@ -751,7 +751,15 @@ static void release_all(void) {
   for (int id = 0; id < nobj; id++)
     if (R[id].alive && R[id].deferred) clear_deferred(id);
   verify_all();
-  for (int round = 0; round < 4; round++) { /* a finalizer resurrects once per object */
+  /* A finalizer resurrects once per object, but resurrecting objects
+   * reachable only through one another come back one per round (the next
+   * is garbage only once the previous one has died): a round without a
+   * new resurrection frees everything, so it takes at most one round
+   * more than there are resurrecting finalizers yet to run. */
+  int rounds = 1;
+  for (int id = 0; id < nobj; id++)
+    rounds += R[id].alive && R[id].type == T_FIN && R[id].resurrect && !R[id].finalized;
+  for (int round = 0; round < rounds; round++) {
     for (int id = 0; id < nobj; id++) {
       rec *r = &R[id];
       while (r->alive && r->ext > 0) {
